@@ -1,0 +1,194 @@
+"""Load a policy file (YAML), validate it and cross-check it; or build the built-in default.
+
+Every problem becomes one line `FILE: PATH: problem`, e.g.
+`policies/prod.yaml: routes[1].targets[0]: unknown backend 'bedrok' (known: bedrock, local)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from router.policy.schema import ApiKey, Policy
+
+
+class PolicyError(Exception):
+    """An invalid policy; `lines` holds one message per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _pydantic_lines(source: str, exc: ValidationError, data: Any) -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if not _is_union_tag(p)]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
+        elif err["type"] == "union_tag_invalid":
+            ctx = err.get("ctx") or {}
+            loc = [*loc, "type"]
+            msg = f"unknown backend type '{ctx.get('tag')}' (known: {ctx.get('expected_tags')})"
+        elif err["type"] == "union_tag_not_found":
+            loc = [*loc, "type"]
+            msg = "missing backend type (known: 'ollama', 'bedrock', 'sagemaker')"
+        elif err["type"] == "literal_error":
+            msg = msg.replace("Input should be", "must be")
+        lines.append(f"{source}: {format_loc(loc)}: {msg}")
+    return lines
+
+
+def _is_union_tag(part: int | str) -> bool:
+    return isinstance(part, str) and part in ("ollama", "bedrock", "sagemaker")
+
+
+def parse_policy(data: Any, source: str = "<policy>") -> Policy:
+    if not isinstance(data, Mapping):
+        raise PolicyError([f"{source}: (top level): must be a mapping"])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_pydantic_lines(source, exc, data)) from None
+    problems = cross_check(policy)
+    if problems:
+        raise PolicyError([f"{source}: {p}" for p in problems])
+    return policy
+
+
+def cross_check(policy: Policy) -> list[str]:
+    """Checks that span sections: names must resolve; private routes stay on premises."""
+    problems: list[str] = []
+    known_backends = sorted(policy.backends)
+    known_models = sorted(policy.models)
+    for name, backend in policy.backends.items():
+        for logical in backend.models:
+            if logical not in policy.models:
+                problems.append(
+                    f"backends.{name}.models.{logical}: unknown model '{logical}' "
+                    f"(known: {', '.join(known_models)})"
+                )
+    for r, route in enumerate(policy.routes):
+        for t, target in enumerate(route.targets):
+            if target not in policy.backends:
+                problems.append(
+                    f"routes[{r}].targets[{t}]: unknown backend '{target}' "
+                    f"(known: {', '.join(known_backends)})"
+                )
+            elif route.match.privacy == "private" and not policy.backends[target].local:
+                problems.append(
+                    f"routes[{r}].targets[{t}]: route '{route.name}' matches private requests "
+                    f"but backend '{target}' is not local (private requests never leave the "
+                    f"premises)"
+                )
+        models = route.match.model
+        for m in [models] if isinstance(models, str) else models or []:
+            if m not in policy.models and m.lower() not in policy.alias_table():
+                problems.append(
+                    f"routes[{r}].match.model: unknown model '{m}' "
+                    f"(known: {', '.join(known_models)})"
+                )
+    names = [route.name for route in policy.routes]
+    for r, name in enumerate(names):
+        if names.index(name) != r:
+            problems.append(f"routes[{r}].name: duplicate route name '{name}'")
+    for alias, logical in policy.privacy.private_aliases.items():
+        if logical not in policy.models:
+            problems.append(
+                f"privacy.private_aliases.{alias}: unknown model '{logical}' "
+                f"(known: {', '.join(known_models)})"
+            )
+    key_names = [k.name for k in policy.keys]
+    for i, key in enumerate(policy.keys):
+        if key_names.index(key.name) != i:
+            problems.append(f"keys[{i}].name: duplicate key name '{key.name}'")
+    return problems
+
+
+def load_policy(path: str | Path) -> Policy:
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(parse)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError([f"{source}: {where}: invalid YAML: {problem}"]) from None
+    policy = parse_policy(data, source)
+    if policy.keys_file:
+        keys_path = Path(policy.keys_file)
+        if not keys_path.is_absolute():
+            keys_path = p.parent / keys_path
+        policy = policy.model_copy(update={"keys": [*policy.keys, *load_keys_file(keys_path)]})
+    return policy
+
+
+def load_keys_file(path: Path) -> list[ApiKey]:
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyError([f"{source}: cannot load keys file: {exc}"]) from None
+    if isinstance(data, Mapping):
+        data = data.get("keys", [])
+    try:
+        return [ApiKey.model_validate(k) for k in data]
+    except ValidationError as exc:
+        raise PolicyError(_pydantic_lines(source, exc, data)) from None
+
+
+def default_policy(ollama_host: str | None = None, aws_region: str | None = None) -> Policy:
+    """Built-in policy: both gpt-oss models on local Ollama, Bedrock as the cloud fallback."""
+    base_url = ollama_host or "http://127.0.0.1:11434"
+    if "://" not in base_url:
+        base_url = "http://" + base_url
+    data: dict[str, Any] = {
+        "models": {
+            "gpt-oss-20b": {"vram_gb": 14, "kv_bytes_per_token": 24576},
+            "gpt-oss-120b": {"vram_gb": 65, "kv_bytes_per_token": 36864},
+        },
+        "backends": {
+            "local": {
+                "type": "ollama",
+                "base_url": base_url.rstrip("/"),
+                "models": {"gpt-oss-20b": "gpt-oss:20b", "gpt-oss-120b": "gpt-oss:120b"},
+                "parallel": 1,
+            },
+            "bedrock": {
+                "type": "bedrock",
+                "region": aws_region or "us-west-2",
+                "context_window": 128000,
+                "models": {
+                    "gpt-oss-20b": "openai.gpt-oss-20b-1:0",
+                    "gpt-oss-120b": "openai.gpt-oss-120b-1:0",
+                },
+                "price": {"input_per_mtok": 0.07, "output_per_mtok": 0.3},
+            },
+        },
+        "routes": [
+            {"name": "private", "match": {"privacy": "private"}, "targets": ["local"],
+             "max_queue_wait_s": 30},
+            {"name": "default", "targets": ["local", "bedrock"], "max_queue_wait_s": 1.0},
+        ],
+    }
+    return parse_policy(data, "<built-in default policy>")

@@ -1,0 +1,130 @@
+"""The policy file's schema. Unknown keys are errors everywhere (`extra="forbid"`).
+
+A policy names the logical models, the backends (with each one's id for each model), the
+routes (first match wins), and the knobs of privacy, retries, breakers and streaming.
+Cross-field checks (unknown backend names, private routes to the cloud) live in `loader.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from router.backends.configs import BackendConfig
+
+PrivacyClass = Literal["private", "standard"]
+DETECTOR_KINDS = ("email", "phone", "card", "iban", "aws_key", "private_key")
+DetectorKind = Literal["email", "phone", "card", "iban", "aws_key", "private_key"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    aliases: list[str] = Field(default_factory=list)
+    vram_gb: float = Field(gt=0, description="weights resident in VRAM")
+    kv_bytes_per_token: int = Field(default=24576, ge=0, description="KV cache per context token")
+    context_length: int = Field(default=131072, gt=0, description="the model's own maximum")
+    default_max_tokens: int = Field(default=2048, gt=0)
+
+
+class RouteMatch(_Strict):
+    model: str | list[str] | None = None
+    privacy: PrivacyClass | None = None
+    api_key: str | list[str] | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class Route(_Strict):
+    name: str = Field(min_length=1)
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    targets: list[str] = Field(min_length=1)
+    max_queue_wait_s: float = Field(default=1.0, ge=0)
+
+
+class DetectorConfig(_Strict):
+    enabled: bool = True
+    kinds: list[DetectorKind] = Field(default_factory=lambda: list(DETECTOR_KINDS))
+
+
+class PrivacyConfig(_Strict):
+    default_class: PrivacyClass = "standard"
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    private_aliases: dict[str, str] = Field(
+        default_factory=dict, description="alias -> logical model; the alias makes a request private"
+    )
+    private_max_queue_wait_s: float = Field(default=30.0, ge=0)
+    load_timeout_s: float = Field(default=300.0, gt=0, description="private wait for a cold load")
+
+
+class ApiKey(_Strict):
+    name: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    default_privacy: PrivacyClass = "standard"
+    models: list[str] | None = None
+    max_queue_wait_s: float | None = Field(default=None, ge=0)
+    admin: bool = False
+
+
+class RetryConfig(_Strict):
+    attempts: int = Field(default=3, ge=1, le=10, description="attempts per backend")
+    initial_s: float = Field(default=0.2, ge=0)
+    max_s: float = Field(default=2.0, ge=0)
+    jitter_s: float = Field(default=0.2, ge=0)
+    retry_after_cap_s: float = Field(default=5.0, ge=0)
+    budget_ratio: float = Field(
+        default=0.2, ge=0, le=1, description="retries allowed per request seen, per backend"
+    )
+
+
+class CircuitConfig(_Strict):
+    failure_threshold: int = Field(default=5, ge=1)
+    open_for_s: float = Field(default=30.0, gt=0)
+    local_open_for_s: float = Field(default=2.0, gt=0)
+
+
+class StreamConfig(_Strict):
+    first_token_timeout_s: float = Field(default=30.0, gt=0)
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    models: dict[str, ModelSpec]
+    backends: dict[str, BackendConfig]
+    routes: list[Route] = Field(min_length=1)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    keys: list[ApiKey] = Field(default_factory=list)
+    keys_file: str | None = None
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    deadline_s: float = Field(default=120.0, gt=0)
+
+    def alias_table(self) -> dict[str, tuple[str, bool]]:
+        """Every accepted spelling -> (logical model, makes-private)."""
+        table: dict[str, tuple[str, bool]] = {}
+        for logical, spec in self.models.items():
+            for spelling in (logical, *spec.aliases):
+                table[normalise_model_name(spelling)] = (logical, False)
+                table[spelling.lower()] = (logical, False)
+        for alias, logical in self.privacy.private_aliases.items():
+            table[alias.lower()] = (logical, True)
+        return table
+
+
+_SUFFIX = re.compile(r"-\d+:\d+$")
+
+
+def normalise_model_name(name: str) -> str:
+    """`gpt-oss:20b`, `openai/gpt-oss-20b`, `openai.gpt-oss-20b-1:0` -> `gpt-oss-20b`."""
+    n = name.strip().lower()
+    for prefix in ("openai/", "openai.", "us.openai.", "eu.openai."):
+        if n.startswith(prefix):
+            n = n[len(prefix) :]
+            break
+    n = _SUFFIX.sub("", n)
+    return n.replace(":", "-")

@@ -1,0 +1,86 @@
+"""The state-store interface: local capacity slots, breaker state, service times, spend.
+
+Everything the router must agree on across replicas goes through a `StateStore`. The memory
+store (`memory.py`) serves one process; the Redis store (`redis_store.py`) serves several.
+Keys are plain strings built by `slot_key()`; values are small dataclasses.
+
+Contract of the capacity ledger (design §5, issue 4):
+- `acquire_slot(key, slots, timeout_s)` takes a slot at once when fewer than `slots` are in
+  flight and nobody queued earlier is waiting; otherwise it waits in FIFO order up to
+  `timeout_s` and returns None if the wait ran out. It never lets more than `slots` be held.
+- `release_slot(lease)` is idempotent and must be called on every path (success, error,
+  timeout, cancellation); the executor does it in a `finally`.
+- A waiter that is cancelled leaves the queue without taking a slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+BreakerName = Literal["closed", "open", "half_open"]
+
+
+def slot_key(backend: str, model_id: str) -> str:
+    return f"{backend}|{model_id}"
+
+
+@dataclass(slots=True)
+class Lease:
+    key: str
+    token: str  # unique per acquisition
+    released: bool = False
+
+
+@dataclass(slots=True)
+class SlotLoad:
+    in_flight: int = 0
+    queued: int = 0
+    service_time_s: float | None = None  # moving estimate; None until the first sample
+
+
+@dataclass(slots=True)
+class BreakerState:
+    state: BreakerName = "closed"
+    failures: int = 0  # consecutive failures while closed
+    opened_at: float = 0.0  # clock time the breaker last opened
+    open_for_s: float = 0.0
+
+
+@dataclass(slots=True)
+class StoreSnapshot:
+    """What the planner reads: one consistent-enough picture, taken in one round trip."""
+
+    slots: dict[str, SlotLoad] = field(default_factory=dict)
+    breakers: dict[str, BreakerState] = field(default_factory=dict)
+    spend_usd: dict[str, float] = field(default_factory=dict)  # spend key -> today's USD
+
+
+class StateStore(Protocol):
+    kind: str  # "memory" or "redis"
+
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None: ...
+
+    async def release_slot(self, lease: Lease) -> None: ...
+
+    async def record_service_time(self, key: str, seconds: float) -> None: ...
+
+    async def get_breaker(self, backend: str) -> BreakerState: ...
+
+    async def set_breaker(self, backend: str, state: BreakerState) -> None: ...
+
+    async def add_spend(self, spend_key: str, usd: float) -> float:
+        """Add to today's spend for `spend_key` (e.g. `backend:bedrock`, `key:team-a`) and
+        return the new total."""
+        ...
+
+    async def snapshot(
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+    ) -> StoreSnapshot: ...
+
+    def status(self) -> dict[str, object]:
+        """Small JSON-able description for /status (kind, degraded?, ...)."""
+        ...
+
+    async def aclose(self) -> None: ...

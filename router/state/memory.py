@@ -1,0 +1,143 @@
+"""In-process state store: the default for a single router process.
+
+Slots are counted per key with a FIFO of waiting futures; a released slot is handed straight
+to the oldest waiter, so order is fair and the count never exceeds `slots`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from router.state.base import BreakerState, Lease, SlotLoad, StoreSnapshot
+
+EWMA_ALPHA = 0.2
+
+
+@dataclass(slots=True)
+class _Slots:
+    in_flight: set[str] = field(default_factory=set)
+    waiters: deque[tuple[str, asyncio.Future[None]]] = field(default_factory=deque)
+    service_time_s: float | None = None
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(self, day: Callable[[], str] = _today) -> None:
+        self._slots: dict[str, _Slots] = {}
+        self._breakers: dict[str, BreakerState] = {}
+        self._spend: dict[tuple[str, str], float] = {}
+        self._ids = itertools.count()
+        self._day = day
+
+    def _get(self, key: str) -> _Slots:
+        s = self._slots.get(key)
+        if s is None:
+            s = self._slots[key] = _Slots()
+        return s
+
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+        s = self._get(key)
+        token = f"m{next(self._ids)}"
+        if len(s.in_flight) < slots and not s.waiters:
+            s.in_flight.add(token)
+            return Lease(key, token)
+        if timeout_s <= 0:
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (token, fut)
+        s.waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            if fut.done() and not fut.cancelled():
+                # The slot was handed to us just as we gave up: give it back.
+                self._release_token(key, token)
+            else:
+                fut.cancel()
+                try:
+                    s.waiters.remove(entry)
+                except ValueError:
+                    pass
+            if isinstance(asyncio.current_task(), asyncio.Task) and _cancelling():
+                raise
+            return None
+        return Lease(key, token)
+
+    def _release_token(self, key: str, token: str) -> None:
+        s = self._get(key)
+        if token not in s.in_flight:
+            return
+        s.in_flight.discard(token)
+        while s.waiters:
+            wtoken, fut = s.waiters.popleft()
+            if fut.done():
+                continue
+            s.in_flight.add(wtoken)
+            fut.set_result(None)
+            break
+
+    async def release_slot(self, lease: Lease) -> None:
+        if lease.released:
+            return
+        lease.released = True
+        self._release_token(lease.key, lease.token)
+
+    async def record_service_time(self, key: str, seconds: float) -> None:
+        s = self._get(key)
+        prev = s.service_time_s
+        s.service_time_s = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
+
+    async def get_breaker(self, backend: str) -> BreakerState:
+        return replace(self._breakers.get(backend) or BreakerState())
+
+    async def set_breaker(self, backend: str, state: BreakerState) -> None:
+        self._breakers[backend] = replace(state)
+
+    async def add_spend(self, spend_key: str, usd: float) -> float:
+        k = (self._day(), spend_key)
+        self._spend[k] = self._spend.get(k, 0.0) + usd
+        return self._spend[k]
+
+    async def snapshot(
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+    ) -> StoreSnapshot:
+        snap = StoreSnapshot()
+        for key in slot_keys:
+            s = self._slots.get(key)
+            snap.slots[key] = (
+                SlotLoad(len(s.in_flight), sum(1 for _, f in s.waiters if not f.done()),
+                         s.service_time_s)
+                if s
+                else SlotLoad()
+            )
+        for b in backends:
+            snap.breakers[b] = replace(self._breakers.get(b) or BreakerState())
+        day = self._day()
+        for k in spend_keys:
+            snap.spend_usd[k] = self._spend.get((day, k), 0.0)
+        return snap
+
+    def held(self) -> int:
+        """Slots held across all keys (tests assert this returns to zero)."""
+        return sum(len(s.in_flight) for s in self._slots.values())
+
+    def status(self) -> dict[str, object]:
+        return {"kind": self.kind, "degraded": False}
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return bool(task is not None and task.cancelling())
