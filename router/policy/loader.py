@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from router.policy.schema import ApiKey, Policy
 
@@ -41,6 +42,9 @@ def _pydantic_lines(source: str, exc: ValidationError, data: Any) -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
+            allowed = allowed_keys(data, loc[:-1])
+            if allowed:
+                msg += f" (allowed: {', '.join(allowed)})"
         elif err["type"] == "union_tag_invalid":
             ctx = err.get("ctx") or {}
             loc = [*loc, "type"]
@@ -52,6 +56,49 @@ def _pydantic_lines(source: str, exc: ValidationError, data: Any) -> list[str]:
             msg = msg.replace("Input should be", "must be")
         lines.append(f"{source}: {format_loc(loc)}: {msg}")
     return lines
+
+
+def _unwrap(ann: Any, node: Any) -> Any:
+    """Strip Annotated/Optional; for a union of models pick the one whose `type` matches."""
+    while get_origin(ann) is Annotated:
+        ann = get_args(ann)[0]
+    if get_origin(ann) in (Union, types.UnionType):
+        members = [a for a in get_args(ann) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        tag = node.get("type") if isinstance(node, Mapping) else None
+        for m in models:
+            field = m.model_fields.get("type")
+            if field is not None and field.default == tag:
+                return m
+        if models:
+            return models[0]
+        return members[0] if members else ann
+    return ann
+
+
+def allowed_keys(data: Any, path: Sequence[int | str]) -> list[str]:
+    """The keys the schema accepts at `path` inside the policy (for error messages)."""
+    cur: Any = Policy
+    node: Any = data
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return []
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            field = cur.model_fields.get(str(part))
+            if field is None:
+                return []
+            cur = _unwrap(field.annotation, node)
+        elif get_origin(cur) is dict:
+            cur = _unwrap(get_args(cur)[1], node)
+        elif get_origin(cur) is list:
+            cur = _unwrap(get_args(cur)[0], node)
+        else:
+            return []
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return sorted(cur.model_fields)
+    return []
 
 
 def _is_union_tag(part: int | str) -> bool:

@@ -1,0 +1,209 @@
+"""POST /v1/chat/completions (JSON and SSE), GET /v1/models, POST /v1/router/explain.
+
+Parsing happens once, here, at the edge: size limit, content type, JSON, then `ChatRequest`
+validation; after that the request path works on typed values only. Streams keep the
+contract of design §7: the status line and headers go out only after the first event, so any
+earlier failure can still fail over; a later failure ends the stream with an in-band
+`data: {"error": ...}` event and no `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from router.api.error_responses import error_response
+from router.api.openai_wire import ChunkEncoder, completion_body, error_event
+from router.errors import (
+    BackendError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RouterError,
+    UnsupportedMediaType,
+)
+from router.executor import StreamSession
+from router.service import Prepared, RouterService, error_outcome
+from router.types import ChatRequest, Usage
+
+
+def lower_headers(request: Request) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+
+
+async def read_json(request: Request, limit: int) -> dict[str, object]:
+    ctype = request.headers.get("content-type", "application/json")
+    if "json" not in ctype.lower():
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got '{ctype}'.", param="Content-Type")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"Request body is {length} bytes; the limit is {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidRequest("Request body is empty; expected a JSON object.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"Could not parse the JSON body: {exc.msg} (position {exc.pos}).",
+                             code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The JSON body must be an object.")
+    return data
+
+
+class ChatRoutes:
+    def __init__(self, service: RouterService, max_body_bytes: int) -> None:
+        self.service = service
+        self.limit = max_body_bytes
+
+    async def chat_completions(self, request: Request) -> Response:
+        headers = lower_headers(request)
+        rid = headers.get("x-request-id") or f"req_{uuid.uuid4().hex[:24]}"
+        headers["x-request-id"] = rid
+        base_headers = {"x-request-id": rid}
+        prep: Prepared | None = None
+        parsed: ChatRequest | None = None
+        try:
+            data = await read_json(request, self.limit)
+            parsed = ChatRequest.model_validate(data)
+            prep = await self.service.prepare(parsed, headers)
+            base_headers["x-router-route"] = prep.plan.route
+            base_headers["x-router-reason"] = prep.plan.reason
+            if prep.plan.error is not None:
+                raise prep.plan.error
+        except (RouterError, ValidationError) as exc:
+            resp = error_response(exc, base_headers)
+            await self.service.finish(prep, status=resp.status_code, outcome=_outcome(exc),
+                                      request=parsed, request_id=rid)
+            return resp
+        if parsed.stream:
+            return await self._stream(prep, base_headers)
+        return await self._complete(prep, base_headers)
+
+    async def _complete(self, prep: Prepared, headers: dict[str, str]) -> Response:
+        runtime, ctx = prep.runtime, prep.ctx
+        runtime.enter()
+        try:
+            result = await runtime.executor.chat(ctx, prep.plan)
+        except RouterError as exc:
+            headers["x-router-reason"] = ctx.reason or prep.plan.reason
+            resp = error_response(exc, headers)
+            await self.service.finish(prep, status=resp.status_code, outcome=_outcome(exc))
+            return resp
+        finally:
+            runtime.leave()
+        headers["x-router-backend"] = ctx.served_by or ""
+        headers["x-router-reason"] = ctx.reason
+        body = completion_body(result, completion_id=_completion_id(), created=int(time.time()),
+                               model=ctx.facts.model)
+        await self.service.finish(prep, status=200, outcome="ok", usage=result.usage)
+        return Response(body, media_type="application/json", headers=headers)
+
+    async def _stream(self, prep: Prepared, headers: dict[str, str]) -> Response:
+        runtime, ctx = prep.runtime, prep.ctx
+        runtime.enter()
+        try:
+            session = await runtime.executor.open_stream(ctx, prep.plan)
+        except RouterError as exc:
+            runtime.leave()
+            headers["x-router-reason"] = ctx.reason or prep.plan.reason
+            resp = error_response(exc, headers)
+            await self.service.finish(prep, status=resp.status_code, outcome=_outcome(exc),
+                                      stream=True)
+            return resp
+        except BaseException:
+            runtime.leave()
+            raise
+        headers["x-router-backend"] = ctx.served_by or ""
+        headers["x-router-reason"] = ctx.reason
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        return StreamingResponse(self._sse(prep, session), media_type="text/event-stream",
+                                 headers=headers)
+
+    async def _sse(self, prep: Prepared, session: StreamSession) -> AsyncIterator[bytes]:
+        ctx = prep.ctx
+        enc = ChunkEncoder(completion_id=_completion_id(), created=int(time.time()),
+                           model=ctx.facts.model, include_usage=ctx.request.include_usage)
+        usage: Usage | None = None
+        outcome, status = "client_disconnected", 499
+        try:
+            async for event in session.events():
+                if event.usage is not None:
+                    usage = event.usage
+                yield enc.encode(event)
+            outcome, status = "ok", 200
+        except BackendError as exc:
+            outcome, status = exc.code or "stream_error", 502
+            yield error_event({"error": {
+                "message": f"The upstream stream from '{session.candidate.backend}' broke after "
+                           f"it started: {exc.message}. The answer above is incomplete.",
+                "type": "api_error", "param": None, "code": exc.code or "stream_error"}})
+        finally:
+            await session.aclose()
+            prep.runtime.leave()
+            await self.service.finish(prep, status=status, outcome=outcome, usage=usage,
+                                      stream=True)
+
+    async def models(self, request: Request) -> Response:
+        policy = self.service.policy
+        served = {m for cfg in policy.backends.values() for m in cfg.models}
+        data = [{"id": m, "object": "model", "created": 1754352000, "owned_by": "openai"}
+                for m in policy.models if m in served]
+        return Response(orjson.dumps({"object": "list", "data": data}),
+                        media_type="application/json")
+
+    async def explain(self, request: Request) -> Response:
+        headers = lower_headers(request)
+        try:
+            data = await read_json(request, self.limit)
+            parsed = ChatRequest.model_validate(data)
+            prep = await self.service.prepare(parsed, headers, dry_run=True)
+        except (RouterError, ValidationError) as exc:
+            return error_response(exc)
+        return Response(orjson.dumps(plan_json(prep)), media_type="application/json")
+
+
+def plan_json(prep: Prepared) -> dict[str, object]:
+    p, ctx = prep.plan, prep.ctx
+    return {
+        "model": ctx.facts.model,
+        "privacy": ctx.facts.privacy,
+        "privacy_sources": list(ctx.privacy_sources),
+        "estimated_prompt_tokens": ctx.facts.prompt_tokens,
+        "needed_tokens": p.needed_tokens,
+        "route": p.route,
+        "reason": p.reason,
+        "candidates": [
+            {"backend": c.backend, "model_id": c.model_id, "local": c.local, "reason": c.reason,
+             "estimated_wait_s": round(c.est_wait_s, 3), "max_wait_s": c.max_wait_s,
+             "cold": c.cold}
+            for c in p.candidates
+        ],
+        "excluded": [{"backend": e.backend, "reason": e.reason} for e in p.excluded],
+        "warm": [{"backend": b, "model_id": m} for b, m in p.warm],
+        "error": p.error.body()["error"] if p.error else None,
+    }
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, RouterError):
+        return error_outcome(exc)
+    return "invalid_request"

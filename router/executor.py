@@ -1,0 +1,352 @@
+"""Runs a plan: privacy re-check, breaker gate, local admission, retries, failover, deadline.
+
+For each candidate in plan order:
+1. re-check privacy at the moment of sending (a private request is never attempted on a
+   backend that is not `local: true`, whatever the plan says);
+2. skip it at no cost if its breaker is open;
+3. for a local backend, take a slot in the capacity ledger (FIFO wait up to the candidate's
+   bound); the slot is released on every path;
+4. attempt it with retries (`resilience/retry.py`), all inside the request's deadline;
+5. on a failure that another backend could fix, fail over to the next candidate.
+
+Streams: `open_stream` fails over freely until the first event arrives (time-to-first-token
+limit applies); after that `StreamSession.events()` enforces the idle-gap limit and raises on a
+cut, stall or malformed stream, so the HTTP layer can end it with an in-band error and no
+`[DONE]` — never a truncated answer that looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from router.backends.base import Backend, BackendCall
+from router.context import AttemptRecord, RequestContext
+from router.errors import (
+    AllBackendsFailed,
+    BackendAuthError,
+    BackendContextExceeded,
+    BackendError,
+    BackendModelMissing,
+    BackendStreamError,
+    BackendTimeout,
+    DeadlineExceeded,
+    NoLocalCapacity,
+    RouterError,
+)
+from router.planner import Candidate, Plan
+from router.policy.schema import Policy
+from router.resilience.circuit import BreakerBook
+from router.resilience.retry import RetryBudget, call_with_retries
+from router.state.base import Lease, StateStore, slot_key
+from router.types import ChatResult, StreamEvent
+
+log = logging.getLogger("router.executor")
+T = TypeVar("T")
+
+# Errors another backend may fix: fail over. Others (validation, content filter) go back as is.
+FAILOVER_ERRORS = (BackendAuthError, BackendModelMissing, BackendContextExceeded)
+
+
+class QueueTimeout(BackendError):
+    """Admission waited its whole bound for a local slot."""
+
+    status = 503
+    code = "queue_timeout"
+    retryable = False
+
+
+class PrivacyViolationBlocked(RuntimeError):
+    """Raised (and logged) if a plan ever offers a non-local backend to a private request."""
+
+
+@dataclass(slots=True)
+class Hooks:
+    """Callbacks for metrics; all optional, all cheap."""
+
+    on_retry: Callable[[str, BackendError], None] | None = None
+    on_failover: Callable[[str, str], None] | None = None
+    on_stream_error: Callable[[str, str], None] | None = None
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        backends: Mapping[str, Backend],
+        policy: Policy,
+        store: StateStore,
+        breakers: BreakerBook,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.backends = backends
+        self.policy = policy
+        self.store = store
+        self.breakers = breakers
+        self.clock = clock
+        self.sleep = sleep
+        self.hooks = hooks or Hooks()
+        self.budgets: dict[str, RetryBudget] = {}
+
+    # -- shared pieces -------------------------------------------------------------------
+
+    def _is_local(self, backend: str) -> bool:
+        cfg = self.policy.backends.get(backend)
+        impl = self.backends.get(backend)
+        return bool(cfg is not None and cfg.local and impl is not None and impl.local)
+
+    def _remaining(self, ctx: RequestContext) -> float:
+        return ctx.deadline - self.clock()
+
+    def _budget(self, backend: str) -> RetryBudget:
+        b = self.budgets.get(backend)
+        if b is None:
+            b = self.budgets[backend] = RetryBudget(self.policy.retry.budget_ratio)
+        return b
+
+    def _call(self, ctx: RequestContext, cand: Candidate) -> BackendCall:
+        return BackendCall(ctx.request, cand.model_id, ctx.facts.model, ctx.request_id)
+
+    async def _admit(self, ctx: RequestContext, cand: Candidate) -> Lease | None:
+        wait = max(0.0, min(cand.max_wait_s, self._remaining(ctx)))
+        lease = await self.store.acquire_slot(slot_key(cand.backend, cand.model_id),
+                                              cand.slots, wait)
+        if lease is None:
+            raise QueueTimeout(
+                f"no local slot on '{cand.backend}' within {wait:.1f}s", backend=cand.backend)
+        return lease
+
+    async def _release(self, lease: Lease | None) -> None:
+        if lease is not None:
+            await asyncio.shield(self.store.release_slot(lease))
+
+    async def _run_candidates(
+        self,
+        ctx: RequestContext,
+        plan: Plan,
+        attempt: Callable[[Candidate], Awaitable[T]],
+        keep_lease: bool,
+    ) -> tuple[T, Candidate, Lease | None]:
+        errors: list[BackendError] = []
+        failed_window = 0
+        for cand in plan.candidates:
+            if ctx.facts.privacy == "private" and not self._is_local(cand.backend):
+                log.critical("blocked a private request from non-local backend %s (req %s)",
+                             cand.backend, ctx.request_id)
+                continue
+            if not self.breakers.allows(cand.backend):
+                errors.append(BackendError("circuit open", backend=cand.backend,
+                                           code="circuit_open"))
+                continue
+            if failed_window and cand.context_window and cand.context_window <= failed_window:
+                continue
+            if self._remaining(ctx) <= 0:
+                break
+            if errors and self.hooks.on_failover:
+                self.hooks.on_failover(errors[-1].backend, errors[-1].code or "error")
+            record = AttemptRecord(cand.backend, "ok")
+            ctx.attempts.append(record)
+            lease: Lease | None = None
+            try:
+                if cand.local:
+                    lease = await self._admit(ctx, cand)
+                result = await self._with_retries(ctx, cand, attempt, record)
+            except BackendError as exc:
+                await self._release(lease)
+                record.outcome = exc.code or "error"
+                errors.append(exc)
+                await self.breakers.record_failure(cand.backend, exc)
+                if isinstance(exc, BackendContextExceeded):
+                    failed_window = cand.context_window or failed_window
+                if exc.retryable or isinstance(exc, FAILOVER_ERRORS + (QueueTimeout,)):
+                    continue
+                raise
+            except BaseException:
+                await self._release(lease)
+                record.outcome = "cancelled"
+                raise
+            if not keep_lease:
+                await self._release(lease)
+                lease = None
+            await self.breakers.record_success(cand.backend)
+            ctx.served_by = cand.backend
+            failover = len([a for a in ctx.attempts if a.outcome != "ok"]) > 0
+            ctx.reason = (f"failover_after={errors[-1].code}" if failover and errors
+                          else cand.reason)
+            return result, cand, lease
+        raise self._final_error(ctx, errors)
+
+    async def _with_retries(
+        self,
+        ctx: RequestContext,
+        cand: Candidate,
+        attempt: Callable[[Candidate], Awaitable[T]],
+        record: AttemptRecord,
+    ) -> T:
+        def on_retry(exc: BackendError, delay: float) -> None:
+            record.retries += 1
+            if self.hooks.on_retry:
+                self.hooks.on_retry(cand.backend, exc)
+
+        async def bounded() -> T:
+            remaining = self._remaining(ctx)
+            if remaining <= 0:
+                raise BackendTimeout("request deadline reached", backend=cand.backend,
+                                     retryable=False)
+            try:
+                async with asyncio.timeout(remaining):
+                    return await attempt(cand)
+            except TimeoutError:
+                raise BackendTimeout(f"no answer from '{cand.backend}' before the deadline",
+                                     backend=cand.backend, retryable=False) from None
+
+        return await call_with_retries(
+            bounded,
+            config=self.policy.retry,
+            deadline=ctx.deadline,
+            clock=self.clock,
+            budget=self._budget(cand.backend),
+            sleep=self.sleep,
+            on_retry=on_retry,
+        )
+
+    def _final_error(self, ctx: RequestContext, errors: list[BackendError]) -> RouterError:
+        if self._remaining(ctx) <= 0:
+            return DeadlineExceeded(
+                f"the request's deadline passed after {len(ctx.attempts)} attempt(s)")
+        if ctx.facts.privacy == "private":
+            detail = "; ".join(f"{e.backend}: {e.code}" for e in errors) or "none available"
+            return NoLocalCapacity(
+                f"no local backend could serve this private request ({detail}); private "
+                "requests are never sent to the cloud", retry_after=5)
+        if errors and all(isinstance(e, QueueTimeout) or e.code == "circuit_open"
+                          for e in errors):
+            return NoLocalCapacity("no local capacity and no other backend available",
+                                   code="no_backend_available", retry_after=5)
+        if not errors:
+            return NoLocalCapacity("no backend available", code="no_backend_available",
+                                   retry_after=5)
+        real = [e for e in errors if e.code != "circuit_open"] or errors
+        return AllBackendsFailed(real)
+
+    # -- non-streamed --------------------------------------------------------------------
+
+    async def chat(self, ctx: RequestContext, plan: Plan) -> ChatResult:
+        async def attempt(cand: Candidate) -> ChatResult:
+            return await self.backends[cand.backend].chat(self._call(ctx, cand))
+
+        result, cand, _ = await self._run_candidates(ctx, plan, attempt, keep_lease=False)
+        if cand.local:
+            await self.store.record_service_time(slot_key(cand.backend, cand.model_id),
+                                                 self.clock() - ctx.started)
+        return result
+
+    # -- streamed ------------------------------------------------------------------------
+
+    async def open_stream(self, ctx: RequestContext, plan: Plan) -> StreamSession:
+        ttft = self.policy.stream.first_token_timeout_s
+
+        async def attempt(cand: Candidate) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+            agen = self.backends[cand.backend].stream(self._call(ctx, cand))
+            try:
+                first = await asyncio.wait_for(anext(agen), ttft)
+            except TimeoutError:
+                await _aclose(agen)
+                raise BackendTimeout(f"no first token from '{cand.backend}' within {ttft:g}s",
+                                     backend=cand.backend) from None
+            except StopAsyncIteration:
+                raise BackendStreamError("the stream ended before any token",
+                                         backend=cand.backend) from None
+            except BaseException:
+                await _aclose(agen)
+                raise
+            return agen, first
+
+        (agen, first), cand, lease = await self._run_candidates(ctx, plan, attempt,
+                                                                keep_lease=True)
+        ctx.first_token_at = self.clock()
+        return StreamSession(self, ctx, cand, agen, first, lease)
+
+
+async def _aclose(agen: AsyncIterator[Any]) -> None:
+    closer = getattr(agen, "aclose", None)
+    if closer is not None:
+        try:
+            await closer()
+        except Exception:  # noqa: BLE001 - closing a broken upstream must not mask the error
+            log.debug("error closing upstream stream", exc_info=True)
+
+
+class StreamSession:
+    """A stream whose first event has arrived; owns the local slot until it ends."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        ctx: RequestContext,
+        cand: Candidate,
+        agen: AsyncIterator[StreamEvent],
+        first: StreamEvent,
+        lease: Lease | None,
+    ) -> None:
+        self.executor = executor
+        self.ctx = ctx
+        self.candidate = cand
+        self._agen = agen
+        self.first = first
+        self._lease = lease
+        self.error: BackendError | None = None
+        self.finished = False
+        self._closed = False
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Yield every event; raise BackendStreamError/BackendTimeout if the stream breaks."""
+        ex = self.executor
+        idle = ex.policy.stream.idle_timeout_s
+        backend = self.candidate.backend
+        try:
+            event = self.first
+            while True:
+                yield event
+                if event.finish_reason is not None:
+                    self.finished = True
+                    return
+                remaining = ex._remaining(self.ctx)
+                try:
+                    event = await asyncio.wait_for(anext(self._agen), min(idle, max(remaining, 0)))
+                except TimeoutError:
+                    raise BackendTimeout(
+                        f"'{backend}' stalled: no token for {idle:g}s" if remaining > idle
+                        else "the request's deadline passed mid-stream",
+                        backend=backend, code="stream_stalled") from None
+                except StopAsyncIteration:
+                    raise BackendStreamError(
+                        f"'{backend}' ended the stream without finishing the answer",
+                        backend=backend, code="stream_truncated") from None
+        except BackendError as exc:
+            self.error = exc
+            if ex.hooks.on_stream_error:
+                ex.hooks.on_stream_error(backend, exc.code or "error")
+            await ex.breakers.record_failure(backend, exc)
+            raise
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        lease, self._lease = self._lease, None
+        await _aclose(self._agen)
+        ex = self.executor
+        if lease is not None:
+            await ex._release(lease)
+            if self.finished:
+                await ex.store.record_service_time(
+                    slot_key(self.candidate.backend, self.candidate.model_id),
+                    ex.clock() - self.ctx.started)

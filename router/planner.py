@@ -1,0 +1,277 @@
+"""The routing decision: a pure function of (request facts, policy, state snapshot).
+
+No I/O and no clock reads: time and every measurement arrive in `PlannerState`. The result is
+an ordered list of candidates plus every excluded backend with a short machine-readable reason
+(design §5). Order of the decision:
+
+1. the first route whose `match` fits the request;
+2. filter each target by privacy (a private request never gets a non-local candidate), by the
+   model being served, by the context window, by health (breaker) and by budget;
+3. local candidates that fit in VRAM and whose estimated wait is within the bound come first
+   (shortest wait first, across several hosts); then cloud targets in policy order; then, for
+   standard requests only, local candidates that are cold or over the wait bound (last resort).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from router.backends.base import ProbeResult
+from router.backends.configs import OllamaConfig
+from router.errors import BudgetExhausted, ContextLengthExceeded, NoLocalCapacity, RouterError
+from router.policy.schema import Policy, Route
+from router.state.base import SlotLoad, slot_key
+from router.types import Privacy
+
+DEFAULT_LOCAL_CONTEXT = 8192  # Ollama's context when neither /api/ps nor the policy says
+DEFAULT_SERVICE_TIME_S = 2.0  # wait estimate before the first measured request
+GB = 1 << 30  # policy sizes are GiB, as GPU vendors and Ollama mean them
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    model: str  # logical model
+    privacy: Privacy
+    prompt_tokens: int
+    max_tokens: int | None = None
+    key_name: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    key_max_queue_wait_s: float | None = None
+
+
+@dataclass(slots=True)
+class BackendView:
+    healthy: bool = True  # breaker allows traffic
+    probe: ProbeResult | None = None  # last probe (local backends)
+    budget_exhausted: bool = False
+
+
+@dataclass(slots=True)
+class PlannerState:
+    now: float = 0.0
+    slots: dict[str, SlotLoad] = field(default_factory=dict)
+    backends: dict[str, BackendView] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    backend: str
+    model_id: str
+    local: bool
+    reason: str
+    est_wait_s: float = 0.0
+    max_wait_s: float = 0.0  # how long admission may wait for a local slot
+    slots: int = 0  # local parallel slots (0 for cloud)
+    context_window: int = 0
+    cold: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    backend: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Plan:
+    route: str
+    privacy: Privacy
+    needed_tokens: int
+    candidates: list[Candidate]
+    excluded: list[Excluded]
+    warm: list[tuple[str, str]] = field(default_factory=list)
+    error: RouterError | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.candidates:
+            return self.candidates[0].reason
+        return self.excluded[0].reason if self.excluded else "no_route"
+
+
+def match_route(policy: Policy, facts: RequestFacts) -> Route | None:
+    for route in policy.routes:
+        m = route.match
+        if m.model is not None:
+            models = [m.model] if isinstance(m.model, str) else m.model
+            if facts.model not in models:
+                continue
+        if m.privacy is not None and m.privacy != facts.privacy:
+            continue
+        if m.api_key is not None:
+            keys = [m.api_key] if isinstance(m.api_key, str) else m.api_key
+            if facts.key_name not in keys:
+                continue
+        if any(facts.headers.get(k.lower()) != v for k, v in m.headers.items()):
+            continue
+        return route
+    return None
+
+
+def estimated_wait(load: SlotLoad, slots: int) -> float:
+    """design §5: ceil((in_flight - slots + 1) / slots) x service time; 0 when a slot is free."""
+    busy = load.in_flight + load.queued
+    if busy < slots:
+        return 0.0
+    service = load.service_time_s if load.service_time_s is not None else DEFAULT_SERVICE_TIME_S
+    return math.ceil((busy - slots + 1) / slots) * service
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+@dataclass(slots=True)
+class _LocalFit:
+    reason: str | None  # None: fits and is ready; else why not preferred
+    excluded: bool  # True: not a candidate at all
+    cold: bool = False
+    window: int = DEFAULT_LOCAL_CONTEXT
+
+
+def _local_fit(
+    policy: Policy, cfg: OllamaConfig, view: BackendView, model: str, model_id: str, needed: int
+) -> _LocalFit:
+    spec = policy.models[model]
+    probe = view.probe
+    loaded = None
+    if probe is not None:
+        loaded = next((m for m in probe.loaded if m.model_id == model_id), None)
+    window = (loaded.context_length if loaded and loaded.context_length else None) or (
+        cfg.num_ctx or cfg.context_window or DEFAULT_LOCAL_CONTEXT
+    )
+    window = min(window, spec.context_length)
+    if needed > window:
+        return _LocalFit(f"context_{needed}>{window}", True, window=window)
+    if loaded is not None:
+        if not loaded.fully_on_gpu:
+            return _LocalFit("vram_insufficient", True, window=window)
+        return _LocalFit(None, False, window=window)
+    need_bytes = spec.vram_gb * GB + spec.kv_bytes_per_token * window
+    total = (probe.gpu_total_bytes if probe else None) or (
+        cfg.gpu_memory_gb * GB if cfg.gpu_memory_gb else None
+    )
+    if total is not None and need_bytes > total:
+        return _LocalFit("vram_insufficient", True, window=window)
+    if probe is None or not probe.ok:
+        return _LocalFit(None, False, window=window)  # unknown residency: assume warm
+    return _LocalFit("model_not_resident", False, cold=True, window=window)
+
+
+def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # noqa: C901
+    route = match_route(policy, facts)
+    spec = policy.models[facts.model]
+    needed = facts.prompt_tokens + (facts.max_tokens or spec.default_max_tokens)
+    if route is None:
+        return Plan("", facts.privacy, needed, [], [], error=NoLocalCapacity(
+            f"no route in the policy matches model '{facts.model}'", code="no_route"))
+    private = facts.privacy == "private"
+    if private:
+        bound = policy.privacy.private_max_queue_wait_s
+    else:
+        bound = (
+            facts.key_max_queue_wait_s
+            if facts.key_max_queue_wait_s is not None
+            else route.max_queue_wait_s
+        )
+    preferred: list[Candidate] = []
+    cloud: list[Candidate] = []
+    last_resort: list[Candidate] = []
+    excluded: list[Excluded] = []
+    warm: list[tuple[str, str]] = []
+    for name in route.targets:
+        cfg = policy.backends[name]
+        view = state.backends.get(name) or BackendView()
+        model_id = cfg.models.get(facts.model)
+        if model_id is None:
+            excluded.append(Excluded(name, "model_not_served"))
+            continue
+        if private and not cfg.local:
+            excluded.append(Excluded(name, "private_local_only"))
+            continue
+        if not view.healthy:
+            excluded.append(Excluded(name, "local_unhealthy" if cfg.local else "unhealthy"))
+            continue
+        if isinstance(cfg, OllamaConfig):
+            fit = _local_fit(policy, cfg, view, facts.model, model_id, needed)
+            if fit.excluded:
+                excluded.append(Excluded(name, fit.reason or "excluded"))
+                continue
+            load = state.slots.get(slot_key(name, model_id)) or SlotLoad()
+            wait = estimated_wait(load, cfg.parallel)
+            base = dict(backend=name, model_id=model_id, local=True, est_wait_s=wait,
+                        slots=cfg.parallel, context_window=fit.window)
+            if fit.cold:
+                warm.append((name, model_id))
+                if private:
+                    preferred.append(Candidate(reason="private_local_only", cold=True,
+                                               max_wait_s=policy.privacy.load_timeout_s, **base))
+                else:
+                    last_resort.append(Candidate(reason="model_not_resident", cold=True,
+                                                 max_wait_s=bound, **base))
+                continue
+            if wait <= bound or private:
+                reason = "private_local_only" if private else "local"
+                preferred.append(Candidate(reason=reason, max_wait_s=bound, **base))
+            else:
+                last_resort.append(Candidate(
+                    reason=f"queue_wait_{_ms(wait)}ms>{_ms(bound)}ms", max_wait_s=bound, **base))
+            continue
+        window = min(cfg.context_window or spec.context_length, spec.context_length)
+        if needed > window:
+            excluded.append(Excluded(name, f"context_{needed}>{window}"))
+            continue
+        if view.budget_exhausted and not private:
+            excluded.append(Excluded(name, "budget_exhausted"))
+            continue
+        cloud.append(Candidate(name, model_id, False, "cloud", context_window=window))
+    preferred.sort(key=lambda c: c.est_wait_s)
+    last_resort.sort(key=lambda c: c.est_wait_s)
+    if cloud:
+        # Why the cloud is first: the best local reason for not going local.
+        why = (last_resort[0].reason if last_resort else
+               next((e.reason for e in excluded
+                     if policy.backends[e.backend].local), "cloud_route"))
+        cloud[0] = Candidate(cloud[0].backend, cloud[0].model_id, False, why,
+                             context_window=cloud[0].context_window)
+    candidates = preferred + cloud + ([] if private else last_resort)
+    result = Plan(route.name, facts.privacy, needed, candidates, excluded, warm)
+    if not candidates:
+        result.error = _no_candidate_error(facts, needed, excluded)
+    return result
+
+
+def _no_candidate_error(facts: RequestFacts, needed: int, excluded: list[Excluded]) -> RouterError:
+    reasons = ", ".join(f"{e.backend}: {e.reason}" for e in excluded) or "no targets"
+    ctx = [e for e in excluded if e.reason.startswith("context_")]
+    if ctx and len(ctx) == len([e for e in excluded if e.reason != "private_local_only"]):
+        window = max(int(e.reason.rsplit(">", 1)[1]) for e in ctx)
+        return ContextLengthExceeded(
+            f"this request needs about {needed} tokens (prompt plus max_tokens) but the largest "
+            f"context window available to it is {window} tokens ({reasons})",
+            param="messages",
+        )
+    if facts.privacy == "private":
+        return NoLocalCapacity(
+            f"no local backend can serve this private request for '{facts.model}' ({reasons}); "
+            "private requests are never sent to the cloud",
+            retry_after=5,
+        )
+    if excluded and all(e.reason == "budget_exhausted" or policy_local_reason(e.reason)
+                        for e in excluded) and any(e.reason == "budget_exhausted"
+                                                   for e in excluded):
+        return BudgetExhausted(f"cloud budget exhausted and no local capacity ({reasons})",
+                               retry_after=60)
+    return NoLocalCapacity(
+        f"no backend can serve '{facts.model}' right now ({reasons})",
+        code="no_backend_available",
+        retry_after=5,
+    )
+
+
+def policy_local_reason(reason: str) -> bool:
+    return reason in ("local_unhealthy", "vram_insufficient", "model_not_served") or (
+        reason.startswith("context_")
+    )

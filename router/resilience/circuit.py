@@ -1,0 +1,116 @@
+"""Circuit breaker per backend: closed -> open -> half-open -> closed, with an injected clock.
+
+The transition rules are pure functions over `BreakerState` (so the state can live in any
+store, shared by replicas); `BreakerBook` applies them, caches the states read with each
+request's snapshot, and writes to the store only on transitions.
+
+- closed: every request allowed; `failure_threshold` consecutive failures open it.
+- open: requests skip the backend at no cost until `open_for_s` has passed (or a probe
+  succeeds, for local backends), then it is half-open.
+- half-open: one trial request at a time; success closes, failure re-opens.
+Local backends use a short `local_open_for_s` and a 429 does not count as a failure for them:
+a busy GPU is not a broken one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from router.errors import (
+    BackendError,
+    BackendRateLimited,
+    BackendStreamError,
+    BackendTimeout,
+    BackendUnavailable,
+)
+from router.policy.schema import CircuitConfig
+from router.state.base import BreakerState, StateStore
+
+BREAKER_GAUGE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def is_open(state: BreakerState, now: float) -> bool:
+    """True while the breaker blocks traffic (open and not yet due for a trial)."""
+    return state.state == "open" and now < state.opened_at + state.open_for_s
+
+
+def after_success(state: BreakerState) -> BreakerState:
+    return BreakerState()
+
+
+def after_failure(
+    state: BreakerState, now: float, threshold: int, open_for_s: float
+) -> BreakerState:
+    if state.state in ("open", "half_open"):
+        return BreakerState("open", threshold, now, open_for_s)
+    failures = state.failures + 1
+    if failures >= threshold:
+        return BreakerState("open", failures, now, open_for_s)
+    return replace(state, failures=failures)
+
+
+def counts_as_failure(error: BackendError, local: bool) -> bool:
+    """Health failures only: a rejected request says nothing about the backend's health."""
+    if isinstance(error, BackendRateLimited):
+        return not local
+    return isinstance(error, BackendUnavailable | BackendTimeout | BackendStreamError)
+
+
+class BreakerBook:
+    def __init__(
+        self,
+        store: StateStore,
+        config: CircuitConfig,
+        local: dict[str, bool],
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.local = local
+        self.clock = clock
+        self.states: dict[str, BreakerState] = {}
+
+    def update_from_snapshot(self, states: dict[str, BreakerState]) -> None:
+        self.states.update(states)
+
+    def allows(self, backend: str) -> bool:
+        state = self.states.get(backend)
+        return state is None or not is_open(state, self.clock())
+
+    def state_name(self, backend: str) -> str:
+        state = self.states.get(backend) or BreakerState()
+        if state.state == "open" and not is_open(state, self.clock()):
+            return "half_open"
+        return state.state
+
+    def _open_for(self, backend: str) -> float:
+        return self.config.local_open_for_s if self.local.get(backend) else self.config.open_for_s
+
+    async def record_success(self, backend: str) -> None:
+        state = self.states.get(backend)
+        if state is None or (state.state == "closed" and state.failures == 0):
+            return
+        new = after_success(state)
+        self.states[backend] = new
+        await self.store.set_breaker(backend, new)
+
+    async def record_failure(self, backend: str, error: BackendError) -> None:
+        if not counts_as_failure(error, self.local.get(backend, False)):
+            return
+        await self.record_health_failure(backend)
+
+    async def record_health_failure(self, backend: str) -> None:
+        state = self.states.get(backend) or BreakerState()
+        new = after_failure(state, self.clock(), self.config.failure_threshold,
+                            self._open_for(backend))
+        self.states[backend] = new
+        await self.store.set_breaker(backend, new)
+
+    async def probe_succeeded(self, backend: str) -> None:
+        """A cheap probe answered: an open local breaker goes half-open at once."""
+        state = self.states.get(backend)
+        if state is not None and state.state == "open":
+            new = replace(state, state="half_open")
+            self.states[backend] = new
+            await self.store.set_breaker(backend, new)

@@ -1,0 +1,74 @@
+"""Background probes: residency and VRAM facts for the planner, health for the breakers.
+
+Local backends are probed every `probe_interval_s` with cheap calls (`/api/version`,
+`/api/ps`); a failed probe counts as a health failure, a good one half-opens an open breaker.
+Cloud backends are probed rarely and never with billable inference (readiness only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from router.backends.base import Backend, ProbeResult
+from router.resilience.circuit import BreakerBook
+
+log = logging.getLogger("router.prober")
+CLOUD_PROBE_INTERVAL_S = 60.0
+
+
+class Prober:
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        intervals: Mapping[str, float],
+        breakers: BreakerBook,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.backends = backends
+        self.intervals = intervals
+        self.breakers = breakers
+        self.sleep = sleep
+        self.results: dict[str, ProbeResult] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def probe_once(self, name: str) -> ProbeResult:
+        backend = self.backends[name]
+        try:
+            result = await backend.probe()
+        except Exception as exc:  # noqa: BLE001 - a probe must never take the router down
+            result = ProbeResult(ok=False, detail=f"probe error: {type(exc).__name__}")
+        previous = self.results.get(name)
+        self.results[name] = result
+        if backend.local:
+            if result.ok:
+                await self.breakers.probe_succeeded(name)
+            else:
+                await self.breakers.record_health_failure(name)
+        if previous is None or previous.ok != result.ok:
+            log.info("backend %s probe: %s %s", name, "ok" if result.ok else "FAILED",
+                     result.detail)
+        return result
+
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe_once(n) for n in self.backends))
+
+    async def _loop(self, name: str, interval: float) -> None:
+        while True:
+            await self.sleep(interval)
+            await self.probe_once(name)
+
+    def start(self) -> None:
+        for name, backend in self.backends.items():
+            interval = self.intervals.get(name) if backend.local else CLOUD_PROBE_INTERVAL_S
+            self._tasks.append(asyncio.create_task(self._loop(name, interval or 5.0)))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()

@@ -1,0 +1,103 @@
+"""Retries on one backend (the only module that imports tenacity).
+
+Retry is not failover: this retries transient errors on the same backend with exponential
+backoff and jitter, honouring `Retry-After` (and AWS throttling hints) up to a cap, for a
+bounded number of attempts, never past the request's deadline, and only while the backend's
+retry budget allows (so a failing backend is not hammered by many requests at once). The
+executor then moves to the next candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
+
+from router.errors import BackendContextExceeded, BackendError
+from router.policy.schema import RetryConfig
+
+T = TypeVar("T")
+
+
+class RetryBudget:
+    """Token bucket per backend: each request deposits `ratio`, each retry spends one.
+
+    Starts with `reserve` tokens so a quiet backend can still retry; capped at `cap`.
+    """
+
+    def __init__(self, ratio: float, reserve: float = 10.0, cap: float = 100.0) -> None:
+        self.ratio = ratio
+        self.balance = reserve
+        self.cap = cap
+
+    def deposit(self) -> None:
+        self.balance = min(self.cap, self.balance + self.ratio)
+
+    def withdraw(self) -> bool:
+        if self.balance >= 1.0:
+            self.balance -= 1.0
+            return True
+        return False
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, BackendError)
+        and exc.retryable
+        and not isinstance(exc, BackendContextExceeded)
+    )
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    config: RetryConfig,
+    deadline: float,
+    clock: Callable[[], float],
+    budget: RetryBudget | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_retry: Callable[[BackendError, float], None] | None = None,
+) -> T:
+    """Run `attempt` until it succeeds, fails non-transiently, or attempts/deadline/budget end.
+
+    Raises the last error unchanged (reraise), so the caller sees the backend's own error.
+    """
+    jitter = wait_exponential_jitter(initial=config.initial_s, max=config.max_s,
+                                     jitter=config.jitter_s)
+
+    def wait(rs: RetryCallState) -> float:
+        delay = float(jitter(rs))
+        exc = rs.outcome.exception() if rs.outcome else None
+        hint = getattr(exc, "retry_after", None)
+        if hint:
+            delay = max(delay, min(float(hint), config.retry_after_cap_s))
+        return delay
+
+    def stop(rs: RetryCallState) -> bool:
+        if rs.attempt_number >= config.attempts:
+            return True
+        if clock() + (rs.upcoming_sleep or 0.0) >= deadline:
+            return True
+        return budget is not None and not budget.withdraw()
+
+    def before_sleep(rs: RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome else None
+        if on_retry is not None and isinstance(exc, BackendError):
+            on_retry(exc, rs.upcoming_sleep or 0.0)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_retryable),
+        wait=wait,
+        stop=stop,
+        sleep=sleep,
+        reraise=True,
+        before_sleep=before_sleep,
+    )
+    if budget is not None:
+        budget.deposit()
+    async for attempt_ctx in retrying:
+        with attempt_ctx:
+            return await attempt()
+    raise AssertionError("unreachable")  # pragma: no cover

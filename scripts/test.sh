@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install hybrid-router with its dev extra into .venv and run the whole test suite.
+# Starts a local Redis (127.0.0.1:6379) when none answers; the Redis tests fail without one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+
+redis_up() {
+  if command -v redis-cli >/dev/null 2>&1; then
+    redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG
+  else
+    .venv/bin/python -c "import redis,sys; sys.exit(0 if redis.Redis(port=6379,socket_timeout=1).ping() else 1)" 2>/dev/null
+  fi
+}
+if ! redis_up; then
+  if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || true
+  fi
+  if command -v redis-server >/dev/null 2>&1; then
+    mkdir -p /tmp/hybrid-router-redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+      --dir /tmp/hybrid-router-redis --logfile /tmp/hybrid-router-redis/redis.log
+    for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+  fi
+  redis_up || echo "warning: no Redis at 127.0.0.1:6379; the Redis tests will fail" >&2
+fi
+
+export HR_REQUIRE_REDIS=1
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "no tests ran" >&2
+  exit 1
+fi
+exit "$rc"

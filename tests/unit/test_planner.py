@@ -1,0 +1,173 @@
+"""Table-driven tests of the pure planner: one case per routing reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from router.backends.base import LoadedModel, ProbeResult
+from router.errors import BudgetExhausted, ContextLengthExceeded, NoLocalCapacity
+from router.planner import (
+    BackendView,
+    PlannerState,
+    RequestFacts,
+    estimated_wait,
+    plan,
+)
+from router.policy.loader import parse_policy
+from router.state.base import SlotLoad, slot_key
+
+GiB = 1 << 30
+
+
+def make_policy(**over: Any) -> Any:
+    data: dict[str, Any] = {
+        "models": {"gpt-oss-20b": {"vram_gb": 14}, "gpt-oss-120b": {"vram_gb": 65}},
+        "backends": {
+            "local": {"type": "ollama", "parallel": 2, "gpu_memory_gb": 24, "num_ctx": 8192,
+                      "models": {"gpt-oss-20b": "gpt-oss:20b", "gpt-oss-120b": "gpt-oss:120b"}},
+            "bedrock": {"type": "bedrock", "context_window": 128000, "daily_budget_usd": 10,
+                        "models": {"gpt-oss-20b": "openai.gpt-oss-20b-1:0",
+                                   "gpt-oss-120b": "openai.gpt-oss-120b-1:0"}},
+        },
+        "routes": [{"name": "default", "targets": ["local", "bedrock"], "max_queue_wait_s": 1.0}],
+    }
+    data.update(over)
+    return parse_policy(data)
+
+
+def resident(model: str = "gpt-oss:20b", on_gpu: bool = True, ctx: int = 8192) -> ProbeResult:
+    size = 14 * GiB
+    return ProbeResult(ok=True, loaded=[LoadedModel(model, size, size if on_gpu else size // 2,
+                                                    ctx)])
+
+
+def facts(**over: Any) -> RequestFacts:
+    base: dict[str, Any] = {"model": "gpt-oss-20b", "privacy": "standard", "prompt_tokens": 100,
+                            "max_tokens": 100}
+    base.update(over)
+    return RequestFacts(**base)
+
+
+def state(probe: ProbeResult | None = None, load: SlotLoad | None = None,
+          **views: BackendView) -> PlannerState:
+    st = PlannerState(now=0.0)
+    st.backends["local"] = views.get("local") or BackendView(probe=probe or resident())
+    st.backends["bedrock"] = views.get("bedrock") or BackendView()
+    if load is not None:
+        st.slots[slot_key("local", "gpt-oss:20b")] = load
+    return st
+
+
+CASES = [
+    # (id, facts, state, expected first backend, expected reason, excluded reasons)
+    ("idle-local", facts(), state(), "local", "local", {}),
+    ("private-local", facts(privacy="private"), state(), "local", "private_local_only",
+     {"bedrock": "private_local_only"}),
+    ("queue-over-bound", facts(), state(load=SlotLoad(2, 4, 0.6)), "bedrock",
+     "queue_wait_1800ms>1000ms", {}),
+    ("queue-under-bound", facts(), state(load=SlotLoad(2, 0, 0.5)), "local", "local", {}),
+    ("120b-vram", facts(model="gpt-oss-120b"), state(), "bedrock", "vram_insufficient",
+     {"local": "vram_insufficient"}),
+    ("partial-offload", facts(), state(probe=resident(on_gpu=False)), "bedrock",
+     "vram_insufficient", {"local": "vram_insufficient"}),
+    ("cold", facts(), state(probe=ProbeResult(ok=True)), "bedrock", "model_not_resident", {}),
+    ("context", facts(prompt_tokens=60000), state(), "bedrock", "context_60100>8192",
+     {"local": "context_60100>8192"}),
+    ("unhealthy", facts(), state(local=BackendView(healthy=False)), "bedrock", "local_unhealthy",
+     {"local": "local_unhealthy"}),
+    ("private-cold-waits-locally", facts(privacy="private"), state(probe=ProbeResult(ok=True)),
+     "local", "private_local_only", {"bedrock": "private_local_only"}),
+    ("private-over-bound-still-local", facts(privacy="private"),
+     state(load=SlotLoad(2, 10, 5.0)), "local", "private_local_only", {}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_plan_reasons(case: tuple[Any, ...]) -> None:
+    _, f, st, backend, reason, excluded = case
+    p = plan(f, make_policy(), st)
+    assert p.error is None
+    assert p.candidates[0].backend == backend
+    assert p.reason == reason
+    got = {e.backend: e.reason for e in p.excluded}
+    for b, r in excluded.items():
+        assert got[b] == r
+
+
+def test_cold_standard_goes_cloud_and_warms_and_keeps_local_as_last_resort() -> None:
+    p = plan(facts(), make_policy(), state(probe=ProbeResult(ok=True)))
+    assert [c.backend for c in p.candidates] == ["bedrock", "local"]
+    assert p.warm == [("local", "gpt-oss:20b")]
+
+
+def test_private_never_gets_cloud_candidate() -> None:
+    for st in (state(), state(local=BackendView(healthy=False)), state(load=SlotLoad(2, 50, 9))):
+        p = plan(facts(privacy="private"), make_policy(), st)
+        assert all(c.local for c in p.candidates)
+
+
+def test_private_unhealthy_local_is_503() -> None:
+    p = plan(facts(privacy="private"), make_policy(), state(local=BackendView(healthy=False)))
+    assert isinstance(p.error, NoLocalCapacity)
+    assert p.error.status == 503 and p.error.retry_after
+
+
+def test_private_context_too_large_is_400_with_both_numbers() -> None:
+    p = plan(facts(privacy="private", prompt_tokens=50000), make_policy(), state())
+    assert isinstance(p.error, ContextLengthExceeded)
+    assert "50100" in p.error.message and "8192" in p.error.message
+
+
+def test_budget_exhausted_excludes_cloud_for_standard() -> None:
+    st = state(bedrock=BackendView(budget_exhausted=True), local=BackendView(healthy=False))
+    p = plan(facts(), make_policy(), st)
+    assert isinstance(p.error, BudgetExhausted)
+    assert p.error.status == 429
+
+
+def test_several_hosts_shortest_wait_first() -> None:
+    pol = make_policy(
+        backends={
+            "a": {"type": "ollama", "parallel": 1, "models": {"gpt-oss-20b": "gpt-oss:20b"}},
+            "b": {"type": "ollama", "parallel": 1, "models": {"gpt-oss-20b": "gpt-oss:20b"}},
+        },
+        routes=[{"name": "r", "targets": ["a", "b"], "max_queue_wait_s": 10}],
+    )
+    st = PlannerState()
+    st.backends = {"a": BackendView(probe=resident()), "b": BackendView(probe=resident())}
+    st.slots[slot_key("a", "gpt-oss:20b")] = SlotLoad(1, 2, 1.0)
+    st.slots[slot_key("b", "gpt-oss:20b")] = SlotLoad(1, 0, 1.0)
+    p = plan(facts(), pol, st)
+    assert [c.backend for c in p.candidates] == ["b", "a"]
+
+
+def test_route_matching_by_header_key_and_model() -> None:
+    pol = make_policy(routes=[
+        {"name": "hdr", "match": {"headers": {"x-team": "research"}}, "targets": ["bedrock"]},
+        {"name": "key", "match": {"api_key": "batch"}, "targets": ["local"]},
+        {"name": "big", "match": {"model": "gpt-oss-120b"}, "targets": ["bedrock"]},
+        {"name": "rest", "targets": ["local", "bedrock"]},
+    ])
+    assert plan(facts(headers={"x-team": "research"}), pol, state()).route == "hdr"
+    assert plan(facts(key_name="batch"), pol, state()).route == "key"
+    assert plan(facts(model="gpt-oss-120b"), pol, state()).route == "big"
+    assert plan(facts(), pol, state()).route == "rest"
+
+
+def test_key_max_queue_wait_overrides_route() -> None:
+    st = state(load=SlotLoad(2, 4, 0.6))  # 1.8 s estimated wait
+    assert plan(facts(key_max_queue_wait_s=5.0), make_policy(), st).reason == "local"
+
+
+@pytest.mark.parametrize(("load", "slots", "expected"), [
+    (SlotLoad(0, 0, 1.0), 1, 0.0),
+    (SlotLoad(1, 0, 1.0), 2, 0.0),
+    (SlotLoad(2, 0, 1.0), 2, 1.0),
+    (SlotLoad(2, 1, 1.0), 2, 1.0),
+    (SlotLoad(2, 2, 1.0), 2, 2.0),
+    (SlotLoad(1, 3, 0.5), 1, 2.0),
+])
+def test_estimated_wait_formula(load: SlotLoad, slots: int, expected: float) -> None:
+    assert estimated_wait(load, slots) == expected
