@@ -160,7 +160,6 @@ class Executor:
                 await self._release(lease)
                 record.outcome = exc.code or "error"
                 errors.append(exc)
-                await self.breakers.record_failure(cand.backend, exc)
                 if isinstance(exc, BackendContextExceeded):
                     failed_window = cand.context_window or failed_window
                 if exc.retryable or isinstance(exc, FAILOVER_ERRORS + (QueueTimeout,)):
@@ -202,8 +201,14 @@ class Executor:
                 async with asyncio.timeout(remaining):
                     return await attempt(cand)
             except TimeoutError:
-                raise BackendTimeout(f"no answer from '{cand.backend}' before the deadline",
-                                     backend=cand.backend, retryable=False) from None
+                exc: BackendError = BackendTimeout(
+                    f"no answer from '{cand.backend}' before the deadline",
+                    backend=cand.backend, retryable=False)
+                await self.breakers.record_failure(cand.backend, exc)
+                raise exc from None
+            except BackendError as exc:
+                await self.breakers.record_failure(cand.backend, exc)
+                raise
 
         return await call_with_retries(
             bounded,

@@ -64,7 +64,7 @@ async def call_with_retries(
 
     Raises the last error unchanged (reraise), so the caller sees the backend's own error.
     """
-    jitter = wait_exponential_jitter(initial=config.initial_s, max=config.max_s,
+    jitter = wait_exponential_jitter(multiplier=config.initial_s, max=config.max_s,
                                      jitter=config.jitter_s)
 
     def wait(rs: RetryCallState) -> float:

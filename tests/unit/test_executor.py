@@ -1,0 +1,240 @@
+"""Executor: retries, failover, privacy re-check, admission and the streaming contract,
+with scripted in-process backends and no real sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from router.context import RequestContext
+from router.errors import (
+    AllBackendsFailed,
+    BackendContextExceeded,
+    BackendRateLimited,
+    BackendRejected,
+    BackendStreamError,
+    BackendTimeout,
+    BackendUnavailable,
+    NoLocalCapacity,
+)
+from router.executor import Executor
+from router.planner import Candidate, Plan, RequestFacts
+from router.policy.loader import parse_policy
+from router.resilience.circuit import BreakerBook
+from router.state.memory import MemoryStore
+from router.types import ChatRequest, Message
+from tests.fakes import FakeBackend
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+POLICY = parse_policy({
+    "models": {"gpt-oss-20b": {"vram_gb": 14}},
+    "backends": {
+        "local": {"type": "ollama", "parallel": 1, "models": {"gpt-oss-20b": "gpt-oss:20b"}},
+        "bedrock": {"type": "bedrock", "models": {"gpt-oss-20b": "openai.gpt-oss-20b-1:0"}},
+    },
+    "routes": [{"name": "r", "targets": ["local", "bedrock"]}],
+    "retry": {"attempts": 3, "initial_s": 0.1, "max_s": 1},
+    "circuit": {"failure_threshold": 2, "open_for_s": 30, "local_open_for_s": 2},
+    "stream": {"first_token_timeout_s": 5, "idle_timeout_s": 5},
+})
+
+
+def setup(local: FakeBackend | None = None, cloud: FakeBackend | None = None,
+          ) -> tuple[Executor, MemoryStore, Clock, list[float], dict[str, Any]]:
+    store = MemoryStore()
+    clock = Clock()
+    slept: list[float] = []
+
+    async def sleep(d: float) -> None:
+        slept.append(d)
+        clock.t += d
+
+    backends = {"local": local or FakeBackend("local", local=True),
+                "bedrock": cloud or FakeBackend("bedrock")}
+    breakers = BreakerBook(store, POLICY.circuit, {"local": True, "bedrock": False}, clock)
+    ex = Executor(backends=backends, policy=POLICY, store=store, breakers=breakers,
+                  clock=clock, sleep=sleep)
+    return ex, store, clock, slept, backends
+
+
+def ctx(clock: Clock, privacy: str = "standard", stream: bool = False) -> RequestContext:
+    req = ChatRequest(model="gpt-oss-20b", messages=[Message(role="user", content="hi")],
+                      stream=stream)
+    facts = RequestFacts(model="gpt-oss-20b", privacy=privacy, prompt_tokens=5)  # type: ignore[arg-type]
+    return RequestContext("r1", req, facts, (), clock(), clock() + 60)
+
+
+def plan_of(*names: str, privacy: str = "standard") -> Plan:
+    cands = []
+    for n in names:
+        local = n == "local"
+        cands.append(Candidate(n, "gpt-oss:20b" if local else "openai.gpt-oss-20b-1:0", local,
+                               "local" if local else "cloud", max_wait_s=1.0,
+                               slots=1 if local else 0))
+    return Plan("r", privacy, 10, cands, [])  # type: ignore[arg-type]
+
+
+async def test_success_on_first_candidate() -> None:
+    ex, store, clock, slept, b = setup()
+    c = ctx(clock)
+    result = await ex.chat(c, plan_of("local", "bedrock"))
+    assert result.content == "answer from local"
+    assert c.served_by == "local" and c.reason == "local"
+    assert store.held() == 0
+
+
+async def test_retry_honours_retry_after_then_succeeds() -> None:
+    local = FakeBackend("local", local=True, script=[BackendRateLimited("busy", retry_after=2)])
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock)
+    await ex.chat(c, plan_of("local", "bedrock"))
+    assert c.served_by == "local"
+    assert len(local.calls) == 2 and slept == [2.0]
+    assert c.attempts[0].retries == 1
+
+
+async def test_persistent_5xx_fails_over_and_reason_says_so() -> None:
+    errs = [BackendUnavailable("down", backend="local") for _ in range(5)]
+    local = FakeBackend("local", local=True, script=list(errs))
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock)
+    result = await ex.chat(c, plan_of("local", "bedrock"))
+    assert result.content == "answer from bedrock"
+    assert len(local.calls) == 3  # bounded attempts
+    assert c.reason == "failover_after=backend_unavailable"
+    assert store.held() == 0
+
+
+async def test_validation_error_is_returned_not_failed_over() -> None:
+    local = FakeBackend("local", local=True, script=[BackendRejected("bad", backend="local")])
+    ex, store, clock, slept, b = setup(local=local)
+    with pytest.raises(BackendRejected):
+        await ex.chat(ctx(clock), plan_of("local", "bedrock"))
+    assert b["bedrock"].calls == [] and len(local.calls) == 1
+
+
+async def test_context_exceeded_moves_without_retry() -> None:
+    local = FakeBackend("local", local=True,
+                        script=[BackendContextExceeded("too long", backend="local")])
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock)
+    await ex.chat(c, plan_of("local", "bedrock"))
+    assert len(local.calls) == 1 and c.served_by == "bedrock"
+
+
+async def test_private_request_never_attempted_on_cloud_even_if_plan_says_so() -> None:
+    local = FakeBackend("local", local=True,
+                        script=[BackendUnavailable("x", backend="local")] * 3)
+    ex, store, clock, slept, b = setup(local=local)
+    with pytest.raises(NoLocalCapacity):
+        await ex.chat(ctx(clock, "private"), plan_of("local", "bedrock"))
+    assert b["bedrock"].calls == []
+
+
+async def test_all_failed_reports_last_error() -> None:
+    local = FakeBackend("local", local=True, script=[BackendRejected("x")])
+    cloud = FakeBackend("bedrock", script=[BackendUnavailable("c", backend="bedrock")] * 3)
+    ex, *_ = setup(cloud=cloud)
+    ex2, store, clock, slept, b = setup(local=FakeBackend(
+        "local", local=True, script=[BackendUnavailable("l", backend="local")] * 3), cloud=cloud)
+    with pytest.raises(AllBackendsFailed) as info:
+        await ex2.chat(ctx(clock), plan_of("local", "bedrock"))
+    assert info.value.status == 502 and info.value.backend == "bedrock"
+    del local
+
+
+async def test_breaker_opens_and_skips_at_no_cost_then_half_opens() -> None:
+    errs = [BackendUnavailable("down", backend="local")] * 6
+    local = FakeBackend("local", local=True, script=list(errs))
+    ex, store, clock, slept, b = setup(local=local)
+    await ex.chat(ctx(clock), plan_of("local", "bedrock"))  # 3 failed attempts -> open
+    assert not ex.breakers.allows("local")
+    n = len(local.calls)
+    await ex.chat(ctx(clock), plan_of("local", "bedrock"))
+    assert len(local.calls) == n  # skipped
+    clock.t += 3  # local_open_for_s = 2
+    assert ex.breakers.allows("local")
+    local.script.clear()
+    c = ctx(clock)
+    await ex.chat(c, plan_of("local", "bedrock"))
+    assert c.served_by == "local" and ex.breakers.state_name("local") == "closed"
+
+
+async def test_queue_timeout_fails_over_for_standard_and_503_for_private() -> None:
+    gate = asyncio.Event()
+    local = FakeBackend("local", local=True, gate=gate)
+    ex, store, clock, slept, b = setup(local=local)
+    holder = asyncio.create_task(ex.chat(ctx(clock), plan_of("local")))
+    await asyncio.sleep(0)
+    p = plan_of("local", "bedrock")
+    p.candidates[0] = Candidate("local", "gpt-oss:20b", True, "local", max_wait_s=0.0, slots=1)
+    c = ctx(clock)
+    await ex.chat(c, p)
+    assert c.served_by == "bedrock"
+    with pytest.raises(NoLocalCapacity):
+        await ex.chat(ctx(clock, "private"), Plan("r", "private", 1, [p.candidates[0]], []))
+    gate.set()
+    await holder
+    assert store.held() == 0
+
+
+async def test_stream_fails_over_before_first_event() -> None:
+    local = FakeBackend("local", local=True, script=[BackendUnavailable("x")] * 3)
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock, stream=True)
+    session = await ex.open_stream(c, plan_of("local", "bedrock"))
+    events = [e async for e in session.events()]
+    assert session.candidate.backend == "bedrock" and events[-1].finish_reason == "stop"
+
+
+async def test_stream_error_after_first_event_raises_and_releases_slot() -> None:
+    local = FakeBackend("local", local=True, stream_fail_after=3,
+                        stream_error=BackendStreamError("cut", backend="local"))
+    ex, store, clock, slept, b = setup(local=local)
+    session = await ex.open_stream(ctx(clock, stream=True), plan_of("local", "bedrock"))
+    got = []
+    with pytest.raises(BackendStreamError):
+        async for e in session.events():
+            got.append(e)
+    assert len(got) == 3 and not any(e.finish_reason for e in got)
+    assert b["bedrock"].calls == []  # no failover after the first byte
+    assert store.held() == 0
+
+
+async def test_stream_stall_hits_idle_timeout() -> None:
+    local = FakeBackend("local", local=True, stall_after=2)
+    ex, store, clock, slept, b = setup(local=local)
+    ex.policy = POLICY.model_copy(update={"stream": POLICY.stream.model_copy(
+        update={"idle_timeout_s": 0.05})})
+    session = await ex.open_stream(ctx(clock, stream=True), plan_of("local"))
+    with pytest.raises(BackendTimeout):
+        async for _ in session.events():
+            pass
+    assert store.held() == 0
+
+
+async def test_cancelled_stream_consumer_releases_slot() -> None:
+    local = FakeBackend("local", local=True, stall_after=2)
+    ex, store, clock, slept, b = setup(local=local)
+    session = await ex.open_stream(ctx(clock, stream=True), plan_of("local"))
+
+    async def consume() -> None:
+        async for _ in session.events():
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert store.held() == 0
