@@ -74,7 +74,7 @@ class RouterService:
 
     async def start(self) -> None:
         await self.runtime.start()
-        if not self.runtime.keys.configured:
+        if self.runtime.keys.is_open:
             log.warning("no API keys configured: open access (bind to loopback only)")
 
     async def stop(self) -> None:
@@ -215,12 +215,8 @@ class RouterService:
         if prep is None:
             m.requests_total.labels(backend="none", route="none", reason="rejected",
                                     outcome=outcome).inc()
-            self.audit.write(AuditRecord(
-                request_id=request_id, key=None, privacy=None, privacy_sources=[],
-                model=request.model if request else None, stream=stream, route=None,
-                candidates=[], excluded=[], attempts=[], backend=None, outcome=outcome,
-                status=status, prompt_tokens=None, completion_tokens=None,
-                latency_ms=None))
+            # Rejected before classification (bad input, auth): counted, not audited,
+            # since no routing decision was made.
             return
         ctx, p = prep.ctx, prep.plan
         backend = ctx.served_by or "none"

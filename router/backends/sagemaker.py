@@ -1,0 +1,468 @@
+"""SageMaker real-time endpoint serving gpt-oss behind an OpenAI-style (vLLM-like) container.
+
+Wire API: sagemaker-runtime `InvokeEndpoint` with a Chat Completions JSON body, and
+`InvokeEndpointWithResponseStream` with `stream: true` (+ `stream_options.include_usage`), whose
+`PayloadPart` bytes are arbitrary slices of the container's SSE stream (`data: {chunk}` ...
+`data: [DONE]`): lines are reassembled across parts with an incremental UTF-8 decoder, tool-call
+fragments are joined by index and emitted whole at finish. Reasoning is read from `reasoning` or
+`reasoning_content` and sent back on assistant turns as `reasoning` (protocols.md §3, §5, §6).
+Auth: the standard AWS credential chain, SigV4 (boto3 via `aws_common`, botocore retries off).
+Readiness: control-plane `DescribeEndpoint` (never an inference call); ok when `InService`.
+
+Error mapping (by exception type and error code, never message text):
+
+    upstream                                                 router error             retryable
+    ValidationError / ValidationException                    BackendRejected          no
+    ModelError, OriginalMessage JSON code
+        "context_length_exceeded"                            BackendContextExceeded   no (moves)
+        "content_filter"                                     BackendContentFiltered   no
+    ModelError, OriginalStatusCode 429                       BackendRateLimited       yes
+    ModelError, OriginalStatusCode 408                       BackendTimeout           yes
+    ModelError, OriginalStatusCode 5xx or missing            BackendUnavailable       yes
+    ModelError, other OriginalStatusCode 4xx                 BackendRejected          no
+    ModelNotReadyException, InternalFailure,
+        ServiceUnavailable, InternalDependencyException      BackendUnavailable       yes
+    ThrottlingException (+ Throttling, TooManyRequests...)   BackendRateLimited       yes
+    AccessDenied / UnrecognizedClient / signature / token    BackendAuthError         no
+    other ClientError: HTTP 429 / 5xx / 4xx                  RateLimited/Unavailable/Rejected
+    in-stream ModelStreamError, InternalStreamFailure        BackendStreamError       yes*
+    ChecksumMismatch and other event-stream ParserError      BackendStreamError       yes*
+    in-band SSE `data: {"error": ...}`, bad JSON or UTF-8    BackendStreamError       yes*
+    stream ends with neither finish_reason nor [DONE]        BackendStreamError       yes*
+    read / connect timeout (botocore, urllib3), asyncio
+        timeout of `call.timeout_s` (chat)                   BackendTimeout           yes
+    connection refused / closed / reset before the stream    BackendUnavailable       yes
+    connection broken mid-stream (urllib3 ProtocolError)     BackendStreamError       yes*
+    NoCredentialsError / PartialCredentialsError             BackendAuthError         no
+    (* only before the first byte reached the client: the executor decides)
+
+A stream whose finish_reason chunk arrived but whose `[DONE]` did not is finalised normally.
+`Retry-After` response headers become `retry_after`. A cancelled `chat()` cannot interrupt the
+boto3 call already running on its pool thread; a stream closed early releases its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import secrets
+import string
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, cast
+
+import orjson
+import urllib3.exceptions
+from botocore import eventstream
+from botocore import exceptions as bexc
+
+from router.backends.aws_common import iterate_sync, make_client, run_sync
+from router.backends.base import BackendCall, ProbeResult
+from router.backends.configs import SageMakerConfig
+from router.errors import (
+    BackendAuthError,
+    BackendContentFiltered,
+    BackendContextExceeded,
+    BackendError,
+    BackendRateLimited,
+    BackendRejected,
+    BackendStreamError,
+    BackendTimeout,
+    BackendUnavailable,
+)
+from router.types import ChatResult, FunctionCall, Message, StreamEvent, ToolCall, Usage
+
+_UNAVAILABLE = {"ModelNotReadyException", "InternalFailure", "ServiceUnavailable",
+                "InternalDependencyException", "ServiceUnavailableException"}
+_THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException",
+              "RequestLimitExceeded"}
+_AUTH = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
+         "InvalidSignatureException", "IncompleteSignature", "MissingAuthenticationToken",
+         "InvalidClientTokenId", "ExpiredTokenException", "ExpiredToken"}
+_REJECTED = {"ValidationError", "ValidationException"}
+_IN_STREAM = {"ModelStreamError", "InternalStreamFailure"}
+_ID_CHARS = string.ascii_lowercase + string.digits
+
+
+def _tool_id() -> str:
+    return "call_" + "".join(secrets.choice(_ID_CHARS) for _ in range(8))
+
+
+def _container_code(original_message: Any) -> str | None:
+    """The container's own JSON error code (`{"error": {"code": ...}}` or `{"code": ...}`)."""
+    try:
+        obj = orjson.loads(original_message) if isinstance(original_message, str) else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    inner = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _retry_after(resp: dict[str, Any]) -> float | None:
+    headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    try:
+        return float(headers["retry-after"]) if "retry-after" in headers else None
+    except ValueError:
+        return None
+
+
+def _map_model_error(resp: dict[str, Any], msg: str, backend: str) -> BackendError:
+    code = _container_code(resp.get("OriginalMessage"))
+    orig = resp.get("OriginalStatusCode")
+    kw: dict[str, Any] = {"backend": backend}
+    if code == "context_length_exceeded":
+        return BackendContextExceeded(msg, **kw)
+    if code == "content_filter":
+        return BackendContentFiltered(msg, **kw)
+    if not isinstance(orig, int) or orig >= 500:
+        return BackendUnavailable(msg, **kw)
+    if orig == 429:
+        return BackendRateLimited(msg, retry_after=_retry_after(resp), **kw)
+    if orig == 408:
+        return BackendTimeout(msg, **kw)
+    return BackendRejected(msg, **kw)
+
+
+def _map_client_error(exc: bexc.ClientError, backend: str) -> BackendError:
+    resp: dict[str, Any] = dict(exc.response)
+    err = resp.get("Error") or {}
+    code = str(err.get("Code") or "")
+    msg = f"sagemaker {code}: {err.get('Message') or ''}".rstrip()
+    status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    if isinstance(exc, bexc.EventStreamError) or code in _IN_STREAM:
+        return BackendStreamError(msg, backend=backend)
+    if code == "ModelError":
+        return _map_model_error(resp, msg, backend)
+    if code in _REJECTED:
+        return BackendRejected(msg, backend=backend)
+    if code in _UNAVAILABLE:
+        return BackendUnavailable(msg, backend=backend, retry_after=_retry_after(resp))
+    if code in _THROTTLED or status == 429:
+        return BackendRateLimited(msg, backend=backend, retry_after=_retry_after(resp))
+    if code in _AUTH or status in (401, 403):
+        return BackendAuthError(msg, backend=backend)
+    if isinstance(status, int) and status >= 500:
+        return BackendUnavailable(msg, backend=backend, retry_after=_retry_after(resp))
+    if isinstance(status, int) and 400 <= status < 500:
+        return BackendRejected(msg, backend=backend)
+    return BackendError(msg, backend=backend)
+
+
+def map_error(exc: BaseException, backend: str, *, in_stream: bool = False) -> BackendError:
+    """One upstream exception -> one router error (see the module docstring's table)."""
+    name = type(exc).__name__
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, bexc.ClientError):
+        return _map_client_error(exc, backend)
+    if isinstance(exc, eventstream.ParserError | UnicodeDecodeError | orjson.JSONDecodeError):
+        return BackendStreamError(f"sagemaker: malformed stream ({name})", backend=backend)
+    if isinstance(exc, bexc.ReadTimeoutError | bexc.ConnectTimeoutError | TimeoutError
+                  | urllib3.exceptions.TimeoutError):
+        return BackendTimeout(f"sagemaker: timed out ({name})", backend=backend)
+    if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):
+        return BackendAuthError(f"sagemaker: no usable AWS credentials ({name})", backend=backend)
+    broken = (urllib3.exceptions.HTTPError, bexc.HTTPClientError, bexc.ConnectionError, OSError)
+    if isinstance(exc, broken):
+        if in_stream:
+            return BackendStreamError(f"sagemaker: stream cut ({name})", backend=backend)
+        return BackendUnavailable(f"sagemaker: connection failed ({name})", backend=backend)
+    return BackendError(f"sagemaker: {name}", backend=backend)
+
+
+@contextlib.contextmanager
+def _mapped(backend: str, *, in_stream: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise map_error(exc, backend, in_stream=in_stream) from exc
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    if m.reasoning and m.role == "assistant":
+        out["reasoning"] = m.reasoning
+    return out
+
+
+def build_body(call: BackendCall, *, stream: bool) -> dict[str, Any]:
+    """The Chat Completions body the container receives."""
+    req = call.request
+    body: dict[str, Any] = {"model": call.model_id, "messages": [_message(m) for m in req.messages]}
+    if req.tools:
+        body["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+    optional = {"tool_choice": req.tool_choice, "parallel_tool_calls": req.parallel_tool_calls,
+                "max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
+                "stop": req.stop, "seed": req.seed, "response_format": req.response_format,
+                "reasoning_effort": req.reasoning_effort}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _usage(d: Any) -> Usage | None:
+    if not isinstance(d, dict):
+        return None
+    details = d.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0),
+                 int(reasoning) if isinstance(reasoning, int) else None)
+
+
+def _tool_call(call_id: Any, name: Any, arguments: Any) -> ToolCall:
+    if not isinstance(name, str) or not name:
+        raise BackendStreamError("sagemaker: tool call without a function name")
+    fn = FunctionCall.model_validate({"name": name, "arguments": arguments or "{}"})
+    return ToolCall(id=call_id if isinstance(call_id, str) and call_id else _tool_id(), function=fn)
+
+
+def parse_result(raw: bytes, backend: str) -> ChatResult:
+    """A `chat.completion` body -> ChatResult."""
+    with _mapped(backend, in_stream=True):
+        obj = orjson.loads(raw)
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise BackendStreamError("sagemaker: response has no choices", backend=backend)
+    msg = choices[0].get("message") or {}
+    calls = [_tool_call(tc.get("id"), (tc.get("function") or {}).get("name"),
+                        (tc.get("function") or {}).get("arguments"))
+             for tc in msg.get("tool_calls") or []]
+    return ChatResult(
+        content=msg.get("content"),
+        reasoning=msg.get("reasoning") or msg.get("reasoning_content") or None,
+        tool_calls=calls,
+        finish_reason=str(choices[0].get("finish_reason") or ("tool_calls" if calls else "stop")),
+        usage=_usage(obj.get("usage")) or Usage(),
+    )
+
+
+class SSEDecoder:
+    """Bytes in arbitrary slices -> complete SSE `data` payloads (UTF-8 decoded incrementally)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._text = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes, *, final: bool = False) -> list[str]:
+        self._text += self._decoder.decode(chunk, final=final)
+        out: list[str] = []
+        lines = self._text.split("\n")
+        self._text = lines.pop()
+        if final and self._text:
+            lines.append(self._text)
+            self._text = ""
+        for line in lines:
+            line = line.rstrip("\r")
+            if not line:
+                if self._data:
+                    out.append("\n".join(self._data))
+                    self._data = []
+            elif line.startswith("data:"):
+                self._data.append(line[6:] if line.startswith("data: ") else line[5:])
+        if final and self._data:
+            out.append("\n".join(self._data))
+            self._data = []
+        return out
+
+
+class ChunkAssembler:
+    """`chat.completion.chunk` objects -> StreamEvents; tool calls joined by index."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self._tools: dict[int, dict[str, Any]] = {}
+
+    def chunk(self, obj: Any) -> list[StreamEvent]:
+        if not isinstance(obj, dict):
+            raise BackendStreamError("sagemaker: stream chunk is not an object",
+                                     backend=self.backend)
+        if obj.get("error") is not None:
+            raise BackendStreamError(f"sagemaker: in-band error: {obj['error']}"[:500],
+                                     backend=self.backend)
+        self.usage = _usage(obj.get("usage")) or self.usage
+        events: list[StreamEvent] = []
+        for choice in obj.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning") or delta.get("reasoning_content") or None
+            content = delta.get("content") or None
+            if reasoning or content:
+                events.append(StreamEvent(content=content, reasoning=reasoning))
+            for pos, frag in enumerate(delta.get("tool_calls") or []):
+                self._tool_fragment(frag, pos)
+            if choice.get("finish_reason") and self.finish is None:
+                self.finish = str(choice["finish_reason"])
+                if self._tools:
+                    events.append(StreamEvent(tool_calls=self._whole_tools()))
+        return events
+
+    def _tool_fragment(self, frag: dict[str, Any], pos: int) -> None:
+        entry = self._tools.setdefault(int(frag.get("index", pos)), {"id": None, "name": None,
+                                                                     "args": []})
+        entry["id"] = entry["id"] or frag.get("id")
+        fn = frag.get("function") or {}
+        entry["name"] = entry["name"] or fn.get("name")
+        args = fn.get("arguments")
+        if isinstance(args, dict | list):
+            entry["args"] = [orjson.dumps(args).decode()]
+        elif isinstance(args, str):
+            entry["args"].append(args)
+
+    def _whole_tools(self) -> list[ToolCall]:
+        return [_tool_call(e["id"], e["name"], "".join(e["args"]))
+                for _, e in sorted(self._tools.items())]
+
+    def final(self) -> StreamEvent:
+        if self.finish is None:
+            raise BackendStreamError("sagemaker: stream ended without finish_reason or [DONE]",
+                                     backend=self.backend)
+        return StreamEvent(finish_reason=self.finish, usage=self.usage)
+
+
+def _closer(body: Any) -> Callable[[], None]:
+    """Close an EventStream even while a pool thread is blocked reading it.
+
+    `close()` alone waits for the reader's lock (until the read timeout); urllib3's
+    `HTTPResponse.shutdown()` (2.3+) wakes the blocked read first.
+    """
+
+    def close() -> None:
+        shutdown = getattr(getattr(body, "_raw_stream", None), "shutdown", None)
+        if callable(shutdown):
+            with contextlib.suppress(Exception):
+                shutdown()
+        body.close()
+
+    return close
+
+
+class SageMakerBackend:
+    """One SageMaker endpoint (optionally one inference component / variant on it)."""
+
+    local = False
+
+    def __init__(
+        self, name: str, config: SageMakerConfig, *, control_endpoint_url: str | None = None
+    ) -> None:
+        self.name = name
+        self.config = config
+        t = config.timeouts
+        self._runtime: Any = make_client(
+            "sagemaker-runtime", region=config.region, endpoint_url=config.endpoint_url,
+            profile=config.profile, connect_timeout_s=t.connect_s, read_timeout_s=t.read_s)
+        self._control_url = control_endpoint_url or config.endpoint_url
+        self._control: Any = None  # made on the first probe: the sagemaker model is big
+        self._closed = False
+
+    def _control_client(self) -> Any:
+        """Control plane: its own URL (a runtime VPC endpoint is not the API endpoint); falls
+        back to `endpoint_url`, which is what a simulator serving both planes needs."""
+        if self._control is None:
+            t = self.config.timeouts
+            self._control = make_client(
+                "sagemaker", region=self.config.region, endpoint_url=self._control_url,
+                profile=self.config.profile, connect_timeout_s=t.connect_s,
+                read_timeout_s=min(t.read_s, 10.0))
+        return self._control
+
+    def _kwargs(self, call: BackendCall, *, stream: bool) -> dict[str, Any]:
+        if self._closed:
+            raise BackendUnavailable("sagemaker: backend is closed", backend=self.name)
+        cfg = self.config
+        kw: dict[str, Any] = {
+            "EndpointName": cfg.endpoint_name,
+            "Body": orjson.dumps(build_body(call, stream=stream)),
+            "ContentType": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        if cfg.inference_component:
+            kw["InferenceComponentName"] = cfg.inference_component
+        if cfg.target_variant:
+            kw["TargetVariant"] = cfg.target_variant
+        if call.request_id and call.request_id.isprintable() and not call.request_id[0].isspace():
+            kw["InferenceId"] = call.request_id[:64]
+        return kw
+
+    def _invoke(self, kwargs: dict[str, Any]) -> bytes:
+        resp = self._runtime.invoke_endpoint(**kwargs)
+        body = resp["Body"]
+        try:
+            return bytes(body.read())
+        finally:
+            body.close()
+
+    async def chat(self, call: BackendCall) -> ChatResult:
+        kwargs = self._kwargs(call, stream=False)
+        with _mapped(self.name):
+            async with asyncio.timeout(call.timeout_s):
+                raw = await run_sync(self._invoke, kwargs)
+        return parse_result(raw, self.name)
+
+    async def stream(self, call: BackendCall) -> AsyncIterator[StreamEvent]:
+        kwargs = self._kwargs(call, stream=True)
+        with _mapped(self.name):
+            resp = await run_sync(self._runtime.invoke_endpoint_with_response_stream, **kwargs)
+        body = resp["Body"]
+        decoder, asm = SSEDecoder(), ChunkAssembler(self.name)
+        done = False
+        with _mapped(self.name, in_stream=True):
+            parts = cast(AsyncGenerator[Any, None], iterate_sync(body, close=_closer(body)))
+            async with contextlib.aclosing(parts):
+                async for item in parts:
+                    part = item.get("PayloadPart") if isinstance(item, dict) else None
+                    for data in decoder.feed(bytes((part or {}).get("Bytes") or b"")):
+                        if data.strip() == "[DONE]":
+                            done = True
+                            break
+                        for event in asm.chunk(orjson.loads(data)):
+                            yield event
+                    if done:
+                        break
+            if not done:
+                for data in decoder.feed(b"", final=True):
+                    if data.strip() == "[DONE]":
+                        break
+                    for event in asm.chunk(orjson.loads(data)):
+                        yield event
+        yield asm.final()
+
+    async def probe(self) -> ProbeResult:
+        if self._closed:
+            return ProbeResult(ok=False, detail="closed")
+        try:
+            out = await run_sync(lambda: self._control_client().describe_endpoint(
+                EndpointName=self.config.endpoint_name))
+        except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
+            err = map_error(exc, self.name)
+            return ProbeResult(ok=False, detail=f"{err.code}: {err.message}"[:300])
+        status = str(out.get("EndpointStatus") or "Unknown")
+        return ProbeResult(ok=status == "InService", detail=f"EndpointStatus={status}")
+
+    async def warm(self, model_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for client in (self._runtime, self._control):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await run_sync(client.close)

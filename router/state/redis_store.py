@@ -1,0 +1,473 @@
+"""Redis state store: capacity leases, FIFO queues, service times, breakers and spend, shared
+by every replica that uses the same Redis and prefix.
+
+Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script touches one slot):
+  P{K}:held    zset token -> lease expiry (clock seconds); acquire purges expired leases, so a
+               replica killed with kill -9 gives its slots back within `lease_s`
+  P{K}:queue   zset token -> ticket: FIFO order of waiters across replicas
+  P{K}:qexp    zset token -> waiter expiry: a dead waiter leaves the queue within `lease_s`
+  P{K}:ticket  ticket counter;  P{K}:svc  service-time EWMA (seconds)
+  Pbreaker:B   hash (state, failures, opened_at, open_for_s);  Pspend:DAY:S  float, TTL 2 days
+  Pwake        pub/sub channel: "K\\n<token>" names the queue head when a slot may be free
+
+Slot changes run as Lua scripts (EVALSHA), so counts never go below zero or above `slots`.
+Every Redis round trip is bounded by `op_timeout_s` and counted in `round_trips` (request
+path) or `background_round_trips` (renewal, pub/sub, script loading); a failure raises
+`StoreUnavailable`, which `resilient.FallbackStore` turns into a switch to the memory store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import datetime as dt
+import itertools
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from router.state.base import BreakerState, Lease, SlotLoad, StoreSnapshot
+from router.state.memory import EWMA_ALPHA
+
+log = logging.getLogger("router.state")
+T = TypeVar("T")
+SPEND_TTL_S = 2 * 86400
+_BREAKER_NAMES = ("closed", "open", "half_open")
+
+# KEYS: held, queue, qexp, ticket. ARGV: token, slots, now, lease_exp, wait_exp, join, channel, key
+# Returns {1, 0} when the slot is granted, {0, ticket} when queued, {0, 0} when refused.
+_ACQUIRE = """
+local held, queue, qexp = KEYS[1], KEYS[2], KEYS[3]
+local token, limit, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', qexp, '-inf', now)) do
+  redis.call('ZREM', queue, t)
+end
+redis.call('ZREMRANGEBYSCORE', qexp, '-inf', now)
+if redis.call('ZSCORE', held, token) then return {1, 0} end
+local n = redis.call('ZCARD', held)
+local head = redis.call('ZRANGE', queue, 0, 0)[1]
+if n < limit and (head == nil or head == token) then
+  redis.call('ZADD', held, ARGV[4], token)
+  if head then
+    redis.call('ZREM', queue, token)
+    redis.call('ZREM', qexp, token)
+    local nxt = redis.call('ZRANGE', queue, 0, 0)[1]
+    if nxt and n + 1 < limit then redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. nxt) end
+  end
+  return {1, 0}
+end
+if ARGV[6] ~= '1' then return {0, 0} end
+local ticket = redis.call('ZSCORE', queue, token)
+if not ticket then
+  ticket = redis.call('INCR', KEYS[4])
+  redis.call('ZADD', queue, ticket, token)
+end
+redis.call('ZADD', qexp, ARGV[5], token)
+if n < limit and head and head ~= token then
+  redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. head)
+end
+return {0, tonumber(ticket)}
+"""
+
+# Release a lease or leave the queue (whichever the token is in); wake the head if it changed.
+# KEYS: held, queue, qexp. ARGV: token, now, channel, key. Returns how many entries it removed.
+_RELEASE = """
+local r = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if r > 0 then
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])) do
+    redis.call('ZREM', KEYS[2], t)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if head then redis.call('PUBLISH', ARGV[3], ARGV[4] .. '\\n' .. head) end
+end
+return r
+"""
+
+# KEYS: svc. ARGV: sample, alpha. Returns the new estimate as a string.
+_EWMA = """
+local x = tonumber(ARGV[1])
+local prev = redis.call('GET', KEYS[1])
+if prev then x = tonumber(prev) + tonumber(ARGV[2]) * (x - tonumber(prev)) end
+redis.call('SET', KEYS[1], tostring(x))
+return tostring(x)
+"""
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer within the bound, refused the connection, or failed the command."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (in the userinfo or a `password=` query) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if "password" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+@dataclass(slots=True)
+class _Waiter:
+    key: str
+    token: str
+    ticket: int
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "hr:",
+        lease_s: float = 10.0,
+        op_timeout_s: float = 0.05,
+        clock: Callable[[], float] = time.time,
+        *,
+        poll_s: tuple[float, float] = (0.05, 0.1),
+        max_connections: int = 50,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.lease_s = lease_s
+        self.op_timeout_s = op_timeout_s
+        self._clock = clock
+        self._poll_s = poll_s
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=None, decode_responses=True,
+            retry=Retry(NoBackoff(), 0), socket_connect_timeout=max(1.0, op_timeout_s),
+            socket_keepalive=True,
+        )
+        self._redis = Redis.from_pool(pool)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._ewma = self._redis.register_script(_EWMA)
+        self._scripts_loaded = False
+        self._scripts_lock = asyncio.Lock()
+        self._channel = f"{prefix}wake"
+        self._id = secrets.token_hex(4)
+        self._ids = itertools.count()
+        self._held: dict[str, str] = {}  # token -> slot key, leases this process renews
+        self._waiters: dict[str, list[_Waiter]] = {}  # slot key -> local waiters by ticket
+        self._by_token: dict[str, _Waiter] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._closed = False
+        self._degraded = False
+        self.round_trips = 0
+        self.background_round_trips = 0
+        self.errors_total = 0
+
+    # ---- keys and plumbing -------------------------------------------------------------
+
+    def _k(self, key: str, part: str) -> str:
+        return f"{self.prefix}{{{key}}}:{part}"
+
+    def _slot_keys(self, key: str) -> list[str]:
+        return [self._k(key, "held"), self._k(key, "queue"), self._k(key, "qexp")]
+
+    def _day(self, now: float) -> str:
+        return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
+
+    def _spend_key(self, spend_key: str, now: float) -> str:
+        return f"{self.prefix}spend:{self._day(now)}:{spend_key}"
+
+    async def _rt(self, aw: Awaitable[T], background: bool = False) -> T:
+        """One bounded, counted round trip."""
+        if background:
+            self.background_round_trips += 1
+        else:
+            self.round_trips += 1
+        try:
+            async with asyncio.timeout(self.op_timeout_s):
+                result = await aw
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.errors_total += 1
+            self._degraded = True
+            self._wake_all()  # waiters retry now and fail fast instead of waiting for a poll
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        self._degraded = False
+        return result
+
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("redis store background task failed: %r", task.exception())
+
+    async def _start(self) -> None:
+        if self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        if not self._scripts_loaded:
+            async with self._scripts_lock:
+                if not self._scripts_loaded:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for script in (self._acquire, self._release, self._ewma):
+                        pipe.script_load(script.script)
+                    await self._rt(pipe.execute(), background=True)
+                    self._scripts_loaded = True
+
+    # ---- slots -----------------------------------------------------------------------
+
+    async def _try(self, key: str, token: str, slots: int, join: bool) -> tuple[bool, int]:
+        now = self._clock()
+        exp = now + self.lease_s
+        keys = [*self._slot_keys(key), self._k(key, "ticket")]
+        args: list[EncodableT] = [token, slots, now, exp, exp, "1" if join else "0",
+                                  self._channel, key]
+        granted, ticket = await self._rt(self._acquire(keys=keys, args=args))
+        if granted:
+            self._held[token] = key  # renewed from now on
+        return bool(granted), int(ticket)
+
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        token = f"r{self._id}:{next(self._ids)}"
+        await self._start()
+        try:
+            granted, ticket = await self._try(key, token, slots, join=timeout_s > 0)
+        except BaseException:
+            self._leave(key, token)  # the script may have run before the error or cancel
+            raise
+        if granted:
+            return Lease(key, token)
+        if timeout_s <= 0:
+            return None
+        w = _Waiter(key, token, ticket)
+        queue = self._waiters.setdefault(key, [])
+        bisect.insort(queue, w, key=lambda x: x.ticket)
+        self._by_token[token] = w
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                # Only the oldest local waiter can be the global head: it polls often, in
+                # case a wake message is lost; the others wait to be woken.
+                pause = random.uniform(*self._poll_s) if queue[0] is w else 1.0
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, pause)):
+                        await w.event.wait()
+                w.event.clear()
+                if deadline - loop.time() <= 0:
+                    break
+                granted, ticket = await self._try(key, token, slots, join=True)
+                if granted:
+                    return Lease(key, token)
+                if ticket != w.ticket:  # our entry had expired: we joined again at the back
+                    queue.remove(w)
+                    w.ticket = ticket
+                    bisect.insort(queue, w, key=lambda x: x.ticket)
+        except BaseException:
+            self._leave(key, token)
+            raise
+        finally:
+            self._forget_waiter(w)
+        self._leave(key, token)
+        return None
+
+    def _forget_waiter(self, w: _Waiter) -> None:
+        self._by_token.pop(w.token, None)
+        queue = self._waiters.get(w.key, [])
+        was_head = bool(queue) and queue[0] is w
+        if w in queue:
+            queue.remove(w)
+        if not queue:
+            self._waiters.pop(w.key, None)
+        elif was_head:
+            queue[0].event.set()  # the next local waiter takes over polling
+
+    def _leave(self, key: str, token: str) -> None:
+        """Leave the queue, and give back a slot granted in a race, in the background."""
+        self._held.pop(token, None)
+        if self._closed:
+            return
+        self._spawn(self._release_token(key, token, background=True))
+
+    async def _release_token(self, key: str, token: str, background: bool = False) -> None:
+        args: list[EncodableT] = [token, self._clock(), self._channel, key]
+        await self._rt(self._release(keys=self._slot_keys(key), args=args), background)
+
+    def release_nowait(self, lease: Lease) -> asyncio.Task[None] | None:
+        """Stop renewing the lease and release it in the background (it expires anyway)."""
+        if lease.released:
+            return None
+        lease.released = True
+        self._held.pop(lease.token, None)
+        return self._spawn(self._release_token(lease.key, lease.token))
+
+    async def release_slot(self, lease: Lease) -> None:
+        task = self.release_nowait(lease)
+        if task is not None:
+            await asyncio.shield(task)  # a cancelled caller still gives the slot back
+
+    # ---- lease renewal and wake-ups --------------------------------------------------------
+
+    async def renew(self) -> None:
+        """Push the expiry of every lease and queue entry this process holds (one round trip)."""
+        exp = self._clock() + self.lease_s
+        pipe = self._redis.pipeline(transaction=False)
+        for token, key in list(self._held.items()):
+            pipe.zadd(self._k(key, "held"), {token: exp}, xx=True)
+        for token, w in list(self._by_token.items()):
+            pipe.zadd(self._k(w.key, "qexp"), {token: exp}, xx=True)
+        if len(pipe):
+            await self._rt(pipe.execute(), background=True)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            with contextlib.suppress(StoreUnavailable):
+                await self.renew()
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                self.background_round_trips += 1
+                await pubsub.subscribe(self._channel)
+                backoff = 0.05
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        key, _, token = str(msg["data"]).partition("\n")
+                        w = self._by_token.get(token)
+                        if w is not None and w.key == key:
+                            w.event.set()
+            except (RedisError, OSError) as exc:
+                log.debug("redis store pub/sub lost (%r); waiters poll meanwhile", exc)
+                self._wake_all()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _wake_all(self) -> None:
+        for w in self._by_token.values():
+            w.event.set()
+
+    # ---- service time, breakers, spend, snapshot ------------------------------------------
+
+    async def record_service_time(self, key: str, seconds: float) -> None:
+        await self._start()
+        await self._rt(self._ewma(keys=[self._k(key, "svc")], args=[seconds, EWMA_ALPHA]))
+
+    async def get_breaker(self, backend: str) -> BreakerState:
+        raw = await self._rt(self._redis.hgetall(f"{self.prefix}breaker:{backend}"))
+        return _parse_breaker(raw)
+
+    async def set_breaker(self, backend: str, state: BreakerState) -> None:
+        mapping: dict[FieldT, EncodableT] = {
+            "state": state.state, "failures": state.failures,
+            "opened_at": state.opened_at, "open_for_s": state.open_for_s,
+        }
+        await self._rt(self._redis.hset(f"{self.prefix}breaker:{backend}", mapping=mapping))
+
+    async def add_spend(self, spend_key: str, usd: float) -> float:
+        k = self._spend_key(spend_key, self._clock())
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incrbyfloat(k, usd)
+        pipe.expire(k, SPEND_TTL_S)
+        total, _ = await self._rt(pipe.execute())
+        return float(total)
+
+    async def snapshot(
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+    ) -> StoreSnapshot:
+        snap = StoreSnapshot()
+        if not (slot_keys or backends or spend_keys):
+            return snap
+        now = self._clock()
+        live = f"({now!r}"
+        pipe = self._redis.pipeline(transaction=False)
+        for key in slot_keys:
+            pipe.zcount(self._k(key, "held"), live, "+inf")
+            pipe.zcount(self._k(key, "qexp"), live, "+inf")
+            pipe.get(self._k(key, "svc"))
+        for b in backends:
+            pipe.hgetall(f"{self.prefix}breaker:{b}")
+        for s in spend_keys:
+            pipe.get(self._spend_key(s, now))
+        res = iter(await self._rt(pipe.execute()))
+        for key in slot_keys:
+            held, queued, svc = next(res), next(res), next(res)
+            snap.slots[key] = SlotLoad(int(held), int(queued), None if svc is None else float(svc))
+        for b in backends:
+            snap.breakers[b] = _parse_breaker(next(res))
+        for s in spend_keys:
+            v = next(res)
+            snap.spend_usd[s] = 0.0 if v is None else float(v)
+        return snap
+
+    # ---- health and lifecycle ------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._rt(self._redis.ping(), background=True))
+        except StoreUnavailable:
+            return False
+
+    def status(self) -> dict[str, object]:
+        return {
+            "kind": self.kind, "url": redact_url(self.url), "degraded": self._degraded,
+            "prefix": self.prefix, "lease_s": self.lease_s, "leases_held": len(self._held),
+            "waiting": len(self._by_token), "round_trips": self.round_trips,
+            "errors_total": self.errors_total,
+        }
+
+    async def aclose(self) -> None:
+        """Stop renewal and pub/sub and close the connections. Leases still held are not
+        released: they expire within `lease_s`, as after a crash."""
+        self._closed = True
+        for task in (self._renewer, self._listener):
+            if task is not None:
+                task.cancel()
+        if self._tasks:  # pending releases and queue exits: give them a moment
+            await asyncio.wait(list(self._tasks), timeout=max(0.2, 4 * self.op_timeout_s))
+        for task in (self._renewer, self._listener):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+        self._held.clear()
+        await self._redis.aclose()
+
+
+def _parse_breaker(raw: Mapping[Any, Any]) -> BreakerState:
+    if not raw:
+        return BreakerState()
+    state = raw.get("state", "closed")
+    try:
+        return BreakerState(
+            state=state if state in _BREAKER_NAMES else "closed",  # type: ignore[arg-type]
+            failures=int(raw.get("failures", 0)),
+            opened_at=float(raw.get("opened_at", 0.0)),
+            open_for_s=float(raw.get("open_for_s", 0.0)),
+        )
+    except ValueError:
+        return BreakerState()

@@ -1,0 +1,231 @@
+"""Redis with a safety net: `FallbackStore` sends every state operation to Redis within a small
+bound and switches to the in-memory store at once when Redis errs or is slow; `build_store`
+picks the store for a configuration.
+
+While degraded, operations go straight to memory (no request waits on Redis), and a background
+task PINGs Redis every `recheck_s` and switches back when it answers. The switch is logged once
+per outage on the `router.state` logger and counted in `fallbacks_total`. A lease is released in
+the store that granted it. Breakers, service times and spend are also mirrored into memory, so
+an outage starts from this replica's last view rather than from nothing; spend added during an
+outage is added to Redis when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from router.state.base import BreakerState, Lease, StateStore, StoreSnapshot
+from router.state.memory import MemoryStore
+from router.state.redis_store import RedisStore, StoreUnavailable
+
+log = logging.getLogger("router.state")
+T = TypeVar("T")
+_TROUBLE = (StoreUnavailable, RedisError, OSError, TimeoutError)
+
+
+class FallbackStore:
+    kind = "redis"
+
+    def __init__(
+        self,
+        primary: RedisStore,
+        fallback: MemoryStore,
+        op_timeout_s: float = 0.05,
+        recheck_s: float = 1.0,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.op_timeout_s = op_timeout_s
+        self.recheck_s = recheck_s
+        self.fallbacks_total = 0  # switches from Redis to memory
+        self._degraded = False
+        self._owners: dict[str, StateStore] = {}  # lease token -> the store that granted it
+        self._pending_spend: dict[str, float] = {}  # added while degraded, replayed on recovery
+        self._recheck_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def _degrade(self, op: str, exc: BaseException) -> None:
+        if self._degraded or self._closed:
+            return
+        self._degraded = True
+        self.fallbacks_total += 1
+        log.warning(
+            "state store: Redis failed (%s during %s: %s); using the in-memory store until it "
+            "answers again", type(exc).__name__, op, exc,
+        )
+        if self._recheck_task is None or self._recheck_task.done():
+            self._recheck_task = asyncio.get_running_loop().create_task(self._recheck_loop())
+
+    async def _run(
+        self, op: str, on_redis: Callable[[], Awaitable[T]], on_memory: Callable[[], Awaitable[T]]
+    ) -> T:
+        if not self._degraded:
+            try:
+                return await asyncio.wait_for(on_redis(), self.op_timeout_s)
+            except _TROUBLE as exc:
+                self._degrade(op, exc)
+        return await on_memory()
+
+    # ---- slots -------------------------------------------------------------------------
+
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        lease: Lease | None = None
+        store: StateStore = self.fallback
+        if not self._degraded:
+            try:
+                # RedisStore bounds each round trip itself; this outer bound is a backstop.
+                bound = max(timeout_s, 0.0) + 3 * self.op_timeout_s
+                lease = await asyncio.wait_for(
+                    self.primary.acquire_slot(key, slots, timeout_s), bound
+                )
+                store = self.primary
+            except _TROUBLE as exc:
+                self._degrade("acquire_slot", exc)
+                timeout_s = max(0.0, timeout_s - (loop.time() - start))
+        if store is self.fallback:
+            lease = await self.fallback.acquire_slot(key, slots, timeout_s)
+        if lease is not None:
+            self._owners[lease.token] = store
+        return lease
+
+    async def release_slot(self, lease: Lease) -> None:
+        store = self._owners.pop(lease.token, None)
+        if store is None or lease.released:
+            return
+        if store is self.fallback:
+            await self.fallback.release_slot(lease)
+            return
+        if self._degraded:
+            # Do not wait on Redis: release in the background; the lease, no longer renewed,
+            # expires within lease_s if Redis does not answer.
+            self.primary.release_nowait(lease)
+            return
+        try:
+            await asyncio.wait_for(self.primary.release_slot(lease), self.op_timeout_s)
+        except _TROUBLE as exc:
+            self._degrade("release_slot", exc)
+
+    # ---- service time, breakers, spend, snapshot ----------------------------------------
+
+    async def record_service_time(self, key: str, seconds: float) -> None:
+        await self.fallback.record_service_time(key, seconds)
+        await self._run(
+            "record_service_time",
+            lambda: self.primary.record_service_time(key, seconds),
+            _noop,
+        )
+
+    async def get_breaker(self, backend: str) -> BreakerState:
+        return await self._run(
+            "get_breaker",
+            lambda: self.primary.get_breaker(backend),
+            lambda: self.fallback.get_breaker(backend),
+        )
+
+    async def set_breaker(self, backend: str, state: BreakerState) -> None:
+        await self.fallback.set_breaker(backend, state)
+        await self._run(
+            "set_breaker", lambda: self.primary.set_breaker(backend, state), _noop
+        )
+
+    async def add_spend(self, spend_key: str, usd: float) -> float:
+        local = await self.fallback.add_spend(spend_key, usd)
+
+        async def on_memory() -> float:
+            self._pending_spend[spend_key] = self._pending_spend.get(spend_key, 0.0) + usd
+            return local
+
+        return await self._run(
+            "add_spend", lambda: self.primary.add_spend(spend_key, usd), on_memory
+        )
+
+    async def snapshot(
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+    ) -> StoreSnapshot:
+        local = await self.fallback.snapshot(slot_keys, backends, spend_keys)
+
+        async def on_memory() -> StoreSnapshot:
+            return local
+
+        snap = await self._run(
+            "snapshot", lambda: self.primary.snapshot(slot_keys, backends, spend_keys), on_memory
+        )
+        if snap is not local:
+            # Leases granted by memory during an outage are still real load on this replica.
+            for key, load in snap.slots.items():
+                mem = local.slots.get(key)
+                if mem is not None:
+                    load.in_flight += mem.in_flight
+                    load.queued += mem.queued
+        return snap
+
+    # ---- recovery, status, lifecycle --------------------------------------------------
+
+    async def recheck(self) -> bool:
+        """PING Redis once; switch back to it when it answers. True when Redis is in use."""
+        if not self._degraded:
+            return True
+        try:
+            ok = await asyncio.wait_for(self.primary.ping(), self.op_timeout_s)
+        except _TROUBLE:
+            ok = False
+        if ok and self._degraded:
+            self._degraded = False
+            log.info("state store: Redis answers again; back to the shared store")
+            await self._replay_spend()
+        return ok
+
+    async def _replay_spend(self) -> None:
+        pending, self._pending_spend = self._pending_spend, {}
+        for spend_key, usd in pending.items():
+            try:
+                await asyncio.wait_for(self.primary.add_spend(spend_key, usd), self.op_timeout_s)
+            except _TROUBLE as exc:
+                self._pending_spend[spend_key] = self._pending_spend.get(spend_key, 0.0) + usd
+                self._degrade("add_spend", exc)
+
+    async def _recheck_loop(self) -> None:
+        while self._degraded and not self._closed:
+            await asyncio.sleep(self.recheck_s)
+            await self.recheck()
+
+    def status(self) -> dict[str, object]:
+        status = dict(self.primary.status())
+        status.update(
+            kind=self.kind, degraded=self._degraded,
+            active="memory" if self._degraded else "redis",
+            fallbacks_total=self.fallbacks_total, memory_leases_held=self.fallback.held(),
+        )
+        return status
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._recheck_task is not None:
+            self._recheck_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._recheck_task
+        await self.primary.aclose()
+        await self.fallback.aclose()
+
+
+async def _noop() -> None:
+    return None
+
+
+def build_store(redis_url: str | None, prefix: str, lease_s: float) -> StateStore:
+    """The memory store when no Redis URL is configured, else Redis with a memory fallback."""
+    if redis_url is None:
+        return MemoryStore()
+    return FallbackStore(RedisStore(redis_url, prefix=prefix, lease_s=lease_s), MemoryStore())
