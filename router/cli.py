@@ -124,7 +124,8 @@ def demo(
     """Start the simulators and the router on free loopback ports and drive them."""
     from router.demo import run_demo
 
-    raise typer.Exit(run_demo(console, fast=fast))
+    out = console if console.is_terminal else Console(width=150)
+    raise typer.Exit(run_demo(out, fast=fast))
 
 
 @app.command("audit-summary")

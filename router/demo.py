@@ -146,8 +146,8 @@ def run_demo(console: Console, fast: bool = False) -> int:
 
             scenes = Scenes(f"http://127.0.0.1:{rt.port}", olla, console)
             rows = scenes.run_all()
-    table = Table("scene", "request", "backend", "reason", "latency", "tokens", "ok",
-                  title="hybrid-router demo: real routing decisions")
+    table = Table("scene", "request", "backend", "reason (x-router-reason)", "latency",
+                  "tokens", "ok", title="hybrid-router demo: real routing decisions")
     for r in rows:
         table.add_row(r.scene, r.request, r.backend, r.reason, f"{r.latency_ms:.0f} ms",
                       r.tokens, "yes" if r.ok else "[red]NO[/]")

@@ -211,7 +211,7 @@ class OllamaBackend:
             raise exc
         if isinstance(exc, TimeoutError):
             raise BackendTimeout(f"ollama timed out: {exc!r}", backend=self.name) from exc
-        if started and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError):
+        if started:
             raise BackendStreamError(f"ollama stream broke: {exc!r}", backend=self.name) from exc
         if isinstance(exc, aiohttp.ClientPayloadError):
             raise BackendStreamError(f"ollama body broke: {exc!r}", backend=self.name) from exc
@@ -250,16 +250,20 @@ class OllamaBackend:
         except Exception as exc:  # noqa: BLE001 - mapped to the error tree
             self._raise_for_exc(exc)
         try:
-            data = orjson.loads(raw)
-            msg = data.get("message") or {}
-        except (orjson.JSONDecodeError, AttributeError):
+            return self._result(orjson.loads(raw))
+        except BackendError:
+            raise
+        except (ValueError, TypeError, AttributeError):  # orjson.JSONDecodeError is a ValueError
             raise BackendStreamError(
                 "ollama sent a malformed response", backend=self.name
             ) from None
+
+    def _result(self, data: Any) -> ChatResult:
         if "error" in data:
             raise BackendUnavailable(f"ollama error: {data['error']}", backend=self.name)
         if data.get("done") is False:
             raise BackendStreamError("ollama response was not done", backend=self.name)
+        msg = data.get("message") or {}
         calls = _tool_calls(msg.get("tool_calls"))
         return ChatResult(
             content=msg.get("content") or ("" if not calls else None),
@@ -314,15 +318,15 @@ class OllamaBackend:
         try:
             obj = orjson.loads(line)
             msg = obj.get("message") or {}
-        except (orjson.JSONDecodeError, AttributeError):
+            raw_calls = msg.get("tool_calls")
+            calls = _tool_calls(raw_calls) if raw_calls else None
+            content = msg.get("content") or None
+            thinking = msg.get("thinking") or None
+        except (ValueError, TypeError, AttributeError):  # orjson.JSONDecodeError is a ValueError
             raise BackendStreamError("ollama sent a malformed stream line",
                                      backend=self.name) from None
         if "error" in obj:
             raise BackendStreamError(f"ollama error mid-stream: {obj['error']}", backend=self.name)
-        raw_calls = msg.get("tool_calls")
-        calls = _tool_calls(raw_calls) if raw_calls else None
-        content = msg.get("content") or None
-        thinking = msg.get("thinking") or None
         if obj.get("done"):
             reason = "tool_calls" if saw_tools or calls else _FINISH.get(
                 obj.get("done_reason"), "stop")

@@ -362,6 +362,8 @@ async def api_chat(request: web.Request) -> web.StreamResponse:
         effort = _effort(data.get("think"))
         keep_alive = _keep_alive_s(data.get("keep_alive"))
         opts = data.get("options") or {}
+        if not isinstance(opts, dict):
+            raise _Fail(400, "options must be an object")
         num_ctx = opts.get("num_ctx") if isinstance(opts.get("num_ctx"), int) else None
         messages = data.get("messages") or []
         if not isinstance(messages, list) or not all(isinstance(x, dict) for x in messages):

@@ -31,6 +31,7 @@ class SimServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._used = False
 
     @property
     def url(self) -> str:
@@ -39,6 +40,9 @@ class SimServer:
     def start(self) -> SimServer:
         if self._thread is not None:
             return self
+        if self._used:  # an aiohttp app is bound to one loop: a restart is a fresh process
+            self.app = self._factory()
+        self._used = True
         ready = threading.Event()
         errors: list[BaseException] = []
 
