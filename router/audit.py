@@ -103,7 +103,7 @@ def _reasons(items: Iterable[BackendReason | Mapping[str, str]], name: str) -> t
         if isinstance(item, BackendReason):
             out.append(item)
         elif isinstance(item, Mapping):  # only the two known keys are read
-            out.append(BackendReason(str(item["backend"]), str(item["reason"])))
+            out.append(BackendReason(item["backend"], item["reason"]))  # types: to_dict()
         else:
             raise TypeError(f"audit field {name} takes BackendReason items")
     return tuple(out)
@@ -115,12 +115,7 @@ def _attempts(items: Iterable[AttemptOutcome | Mapping[str, Any]]) -> tuple[Any,
         if isinstance(item, AttemptOutcome):
             out.append(item)
         elif isinstance(item, Mapping):
-            code = item.get("error_code")
-            out.append(
-                AttemptOutcome(
-                    str(item["backend"]), str(item["outcome"]), None if code is None else str(code)
-                )
-            )
+            out.append(AttemptOutcome(item["backend"], item["outcome"], item.get("error_code")))
         else:
             raise TypeError("audit field attempts takes AttemptOutcome items")
     return tuple(out)
@@ -159,6 +154,7 @@ class AuditRecord:
         object.__setattr__(self, "candidates", _reasons(self.candidates, "candidates"))
         object.__setattr__(self, "excluded", _reasons(self.excluded, "excluded"))
         object.__setattr__(self, "attempts", _attempts(self.attempts))
+        self.to_dict()  # type-check every field now, not when the line is written
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written: these keys, in this order, and nothing else."""

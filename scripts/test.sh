@@ -32,6 +32,7 @@ if ! redis_up; then
 fi
 
 export HR_REQUIRE_REDIS=1
+export HR_PRIVACY_EXAMPLES=${HR_PRIVACY_EXAMPLES:-10000}
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?

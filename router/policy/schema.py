@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from router.backends.configs import BackendConfig
 
 PrivacyClass = Literal["private", "standard"]
-DETECTOR_KINDS = ("email", "phone", "card", "iban", "aws_key", "private_key")
 DetectorKind = Literal["email", "phone", "card", "iban", "aws_key", "private_key"]
+DETECTOR_KINDS: tuple[DetectorKind, ...] = ("email", "phone", "card", "iban", "aws_key",
+                                            "private_key")
 
 
 class _Strict(BaseModel):
