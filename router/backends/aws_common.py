@@ -40,7 +40,7 @@ def make_client(
     session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
     config = Config(
         region_name=region,
-        retries={"mode": "standard", "max_attempts": 1},
+        retries={"mode": "standard", "total_max_attempts": 1},  # one attempt: we retry
         connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
         max_pool_connections=256,
