@@ -33,6 +33,7 @@ from router.errors import (
     BackendModelMissing,
     BackendStreamError,
     BackendTimeout,
+    BudgetExhausted,
     DeadlineExceeded,
     NoLocalCapacity,
     RouterError,
@@ -178,7 +179,7 @@ class Executor:
             ctx.reason = (f"failover_after={errors[-1].code}" if failover and errors
                           else cand.reason)
             return result, cand, lease
-        raise self._final_error(ctx, errors)
+        raise self._final_error(ctx, errors, plan)
 
     async def _with_retries(
         self,
@@ -220,7 +221,9 @@ class Executor:
             on_retry=on_retry,
         )
 
-    def _final_error(self, ctx: RequestContext, errors: list[BackendError]) -> RouterError:
+    def _final_error(
+        self, ctx: RequestContext, errors: list[BackendError], plan: Plan
+    ) -> RouterError:
         if self._remaining(ctx) <= 0:
             return DeadlineExceeded(
                 f"the request's deadline passed after {len(ctx.attempts)} attempt(s)")
@@ -229,8 +232,12 @@ class Executor:
             return NoLocalCapacity(
                 f"no local backend could serve this private request ({detail}); private "
                 "requests are never sent to the cloud", retry_after=5)
-        if errors and all(isinstance(e, QueueTimeout) or e.code == "circuit_open"
-                          for e in errors):
+        capacity_only = errors and all(isinstance(e, QueueTimeout) or e.code == "circuit_open"
+                                       for e in errors)
+        if capacity_only and any(e.reason == "budget_exhausted" for e in plan.excluded):
+            return BudgetExhausted("the daily cloud budget is spent and no local slot freed "
+                                   "up within the wait bound", retry_after=60)
+        if capacity_only:
             return NoLocalCapacity("no local capacity and no other backend available",
                                    code="no_backend_available", retry_after=5)
         if not errors:

@@ -158,14 +158,20 @@ class RouterService:
             for name, cfg in policy.backends.items()
             if cfg.local and logical in cfg.models
         ]
-        spend_keys = [f"backend:{n}" for n, c in policy.backends.items() if c.daily_budget_usd]
+        spend_keys = [f"backend:{n}" for n, c in policy.backends.items()
+                      if c.daily_budget_usd is not None]
+        if key is not None and key.daily_budget_usd is not None:
+            spend_keys.append(f"key:{key.name}")
         snap = await self.store.snapshot(slot_keys, list(policy.backends), spend_keys)
         runtime.breakers.update_from_snapshot(snap.breakers)
+        key_exhausted = bool(key is not None and key.daily_budget_usd is not None
+                             and snap.spend_usd.get(f"key:{key.name}", 0.0)
+                             >= key.daily_budget_usd)
         views = {}
         for name, cfg in policy.backends.items():
-            exhausted = bool(cfg.daily_budget_usd is not None
-                             and snap.spend_usd.get(f"backend:{name}", 0.0)
-                             >= cfg.daily_budget_usd)
+            exhausted = (not cfg.local and key_exhausted) or bool(
+                cfg.daily_budget_usd is not None
+                and snap.spend_usd.get(f"backend:{name}", 0.0) >= cfg.daily_budget_usd)
             views[name] = BackendView(
                 healthy=runtime.breakers.allows(name),
                 probe=runtime.prober.results.get(name),

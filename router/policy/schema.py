@@ -67,6 +67,7 @@ class ApiKey(_Strict):
     default_privacy: PrivacyClass = "standard"
     models: list[str] | None = None
     max_queue_wait_s: float | None = Field(default=None, ge=0)
+    daily_budget_usd: float | None = Field(default=None, ge=0, description="cloud spend cap")
     admin: bool = False
 
 

@@ -86,8 +86,12 @@ def router(ollama_sim: SimServer, bedrock_sim: SimServer, module_tmp: Path,
          "default_privacy": "private"},
         {"name": "small", "sha256": hashlib.sha256(b"sk-small").hexdigest(),
          "models": ["gpt-oss-20b"]},
+        {"name": "capped", "sha256": hashlib.sha256(b"sk-capped").hexdigest(),
+         "daily_budget_usd": 0.000001},
     ]
-    proc = RouterProcess(base_policy(ollama_sim.url, bedrock_sim.url, keys=keys), module_tmp,
+    policy = base_policy(ollama_sim.url, bedrock_sim.url, keys=keys)
+    policy["backends"]["bedrock"]["price"] = {"input_per_mtok": 0.07, "output_per_mtok": 0.3}
+    proc = RouterProcess(policy, module_tmp,
                          env={"ROUTER_AUDIT_LOG": str(audit)})
     proc.audit = audit  # type: ignore[attr-defined]
     yield proc
@@ -177,3 +181,18 @@ def test_metrics_and_status(router: RouterProcess) -> None:
     status = httpx.get(router.url + "/v1/router/status").json()
     assert status["backends"]["local"]["breaker"] == "closed"
     assert status["store"]["kind"] == "memory"
+
+
+def test_key_budget_cap_gives_429_budget_exhausted(router: RouterProcess) -> None:
+    c = client_for(router, "sk-capped")
+    raw = c.chat.completions.with_raw_response.create(model="gpt-oss-120b", messages=user("a"))
+    assert raw.headers["x-router-backend"] == "bedrock"  # spends past the tiny cap
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model="gpt-oss-120b", messages=user("a"))
+    body = info.value.body
+    assert isinstance(body, dict) and body["code"] == "budget_exhausted"
+    # gpt-oss-20b still works: it stays local.
+    raw = c.chat.completions.with_raw_response.create(model="gpt-oss-20b", messages=user("a"))
+    assert raw.headers["x-router-backend"] == "local"
+    text = httpx.get(router.url + "/metrics").text
+    assert "router_cloud_spend_usd_total" in text
