@@ -89,7 +89,7 @@ class RouterThread:
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on")
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn installs signal handlers only in the main thread: none here.
         self.thread = threading.Thread(target=self.server.run, name="router", daemon=True)
 
     def __enter__(self) -> RouterThread:

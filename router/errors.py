@@ -19,7 +19,7 @@
         ├── BackendRejected              400 validation error from upstream     not retryable
         ├── BackendAuthError             upstream auth/permission failure       not retryable
         ├── BackendModelMissing          model not pulled / endpoint not found  not retryable
-        ├── BackendContextExceeded       prompt too long for this backend       moves to a larger window
+        ├── BackendContextExceeded       prompt too long for this backend       try a larger window
         ├── BackendContentFiltered       content filter                          not retryable
         └── BackendStreamError           cut / malformed / in-band error        retryable only
                                           before the first byte reached the client

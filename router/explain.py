@@ -11,8 +11,8 @@ from typing import Any
 from router.errors import RouterError
 from router.planner import PlannerState, RequestFacts, plan
 from router.policy.schema import Policy, normalise_model_name
-from router.types import ChatRequest, Message
 from router.tokens import estimate_prompt_tokens
+from router.types import ChatRequest, Message, Privacy
 
 
 async def explain_offline(
@@ -23,8 +23,9 @@ async def explain_offline(
     if hit is None:
         return {"error": f"unknown model '{model}' (known: {', '.join(sorted(policy.models))})"}
     logical, alias_private = hit
-    cls = "private" if privacy == "private" or alias_private else "standard"
-    request = ChatRequest(model=model, messages=[Message(role="user", content="x" * (3 * prompt_tokens))],
+    cls: Privacy = "private" if privacy == "private" or alias_private else "standard"
+    text = "x" * (3 * prompt_tokens)
+    request = ChatRequest(model=model, messages=[Message(role="user", content=text)],
                           max_tokens=max_tokens)
     facts = RequestFacts(model=logical, privacy=cls, prompt_tokens=estimate_prompt_tokens(request),
                          max_tokens=max_tokens)
@@ -33,7 +34,8 @@ async def explain_offline(
     return {
         "model": logical,
         "privacy": cls,
-        "privacy_sources": ["cli"] if privacy == "private" else (["model_alias"] if alias_private else []),
+        "privacy_sources": ["cli"] if privacy == "private"
+        else (["model_alias"] if alias_private else []),
         "needed_tokens": p.needed_tokens,
         "route": p.route,
         "reason": p.reason,

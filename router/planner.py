@@ -14,6 +14,7 @@ an ordered list of candidates plus every excluded backend with a short machine-r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -201,23 +202,21 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
                 continue
             load = state.slots.get(slot_key(name, model_id)) or SlotLoad()
             wait = estimated_wait(load, cfg.parallel)
-            base = dict(backend=name, model_id=model_id, local=True, est_wait_s=wait,
-                        slots=cfg.parallel, context_window=fit.window)
+            local = functools.partial(Candidate, name, model_id, True, est_wait_s=wait,
+                                      slots=cfg.parallel, context_window=fit.window)
             if fit.cold:
                 warm.append((name, model_id))
                 if private:
-                    preferred.append(Candidate(reason="private_local_only", cold=True,
-                                               max_wait_s=policy.privacy.load_timeout_s, **base))
+                    preferred.append(local("private_local_only", cold=True,
+                                           max_wait_s=policy.privacy.load_timeout_s))
                 else:
-                    last_resort.append(Candidate(reason="model_not_resident", cold=True,
-                                                 max_wait_s=bound, **base))
-                continue
-            if wait <= bound or private:
+                    last_resort.append(local("model_not_resident", cold=True, max_wait_s=bound))
+            elif wait <= bound or private:
                 reason = "private_local_only" if private else "local"
-                preferred.append(Candidate(reason=reason, max_wait_s=bound, **base))
+                preferred.append(local(reason, max_wait_s=bound))
             else:
-                last_resort.append(Candidate(
-                    reason=f"queue_wait_{_ms(wait)}ms>{_ms(bound)}ms", max_wait_s=bound, **base))
+                last_resort.append(local(f"queue_wait_{_ms(wait)}ms>{_ms(bound)}ms",
+                                         max_wait_s=bound))
             continue
         window = min(cfg.context_window or spec.context_length, spec.context_length)
         if needed > window:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from router.audit import AuditLog, AuditRecord
+from router.audit import AttemptOutcome, AuditLog, AuditRecord, BackendReason
 from router.backends.configs import OllamaConfig
 from router.context import RequestContext
 from router.errors import ModelNotFound, RouterError
@@ -236,9 +236,8 @@ class RouterService:
             if ctx.first_token_at is not None:
                 m.ttft_seconds.labels(backend=backend).observe(ctx.first_token_at - ctx.started)
             local = prep.runtime.local.get(backend, False)
-            if not local or reason != "local":
-                if not local:
-                    m.spill_total.labels(reason=reason_class(reason)).inc()
+            if not local:
+                m.spill_total.labels(reason=reason_class(reason)).inc()
             if usage is not None:
                 await self._account_spend(prep, backend, local, usage)
         elif ctx.facts.privacy == "private" and status == 503:
@@ -251,10 +250,11 @@ class RouterService:
             model=ctx.facts.model,
             stream=stream,
             route=p.route,
-            candidates=[{"backend": c.backend, "reason": c.reason} for c in p.candidates],
-            excluded=[{"backend": e.backend, "reason": e.reason} for e in p.excluded],
-            attempts=[{"backend": a.backend, "outcome": a.outcome, "error_code":
-                       None if a.outcome == "ok" else a.outcome} for a in ctx.attempts],
+            candidates=[BackendReason(c.backend, c.reason) for c in p.candidates],
+            excluded=[BackendReason(e.backend, e.reason) for e in p.excluded],
+            attempts=[AttemptOutcome(a.backend, a.outcome,
+                                     None if a.outcome == "ok" else a.outcome)
+                      for a in ctx.attempts],
             backend=ctx.served_by,
             outcome=outcome,
             status=status,

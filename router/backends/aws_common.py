@@ -40,13 +40,13 @@ def make_client(
     session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
     config = Config(
         region_name=region,
-        retries={"mode": "standard", "total_max_attempts": 1},  # one attempt: we retry
+        retries={"mode": "standard", "total_max_attempts": 1},  # the router retries
         connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
         max_pool_connections=256,
         tcp_keepalive=True,
     )
-    return session.client(service, endpoint_url=endpoint_url, config=config)
+    return session.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
 
 
 async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -61,7 +61,9 @@ def _next(it: Iterator[T]) -> T | object:
         return _DONE
 
 
-async def iterate_sync(iterable: Iterable[T], close: Callable[[], None] | None = None) -> AsyncIterator[T]:
+async def iterate_sync(
+    iterable: Iterable[T], close: Callable[[], None] | None = None
+) -> AsyncIterator[T]:
     """Iterate a blocking iterator from async code, one `next()` per pool hop.
 
     If the consumer stops early (client gone, timeout), `close` is called so the underlying

@@ -12,8 +12,10 @@ retries; timeouts from `config.timeouts`; region, endpoint_url and profile from 
 blocking call and every `next()` on the event stream runs on `aws_common`'s thread pool, so the
 event loop never blocks. Credentials: botocore's standard chain (env, profile, SSO, role); a
 Bedrock API key in `AWS_BEARER_TOKEN_BEDROCK` is picked up by botocore itself and sent as
-`Authorization: Bearer` — nothing here reads it. A cancelled stream shuts its socket down
-(urllib3 `HTTPResponse.shutdown`) so the pool thread blocked in `recv` is freed at once.
+`Authorization: Bearer` (HTTPS endpoints only: botocore refuses bearer auth over plain HTTP, so
+a loopback simulator is reached with SigV4 and dummy keys) — nothing here reads it. A cancelled
+stream shuts its socket down (urllib3 `HTTPResponse.shutdown`) so the pool thread blocked in
+`recv` is freed at once; a cancelled `chat` leaves its thread to finish or time out.
 
 Errors (by exception type, then `Error.Code` — case-insensitive, so the in-stream lower-camel
 `throttlingException` maps like `ThrottlingException` — then HTTP status; never message text):
@@ -25,7 +27,8 @@ Errors (by exception type, then `Error.Code` — case-insensitive, so the in-str
     ModelTimeoutException                    BackendTimeout       retryable
     ModelErrorException                      BackendUnavailable   retryable iff originalStatusCode
                                                                   is 429 or 5xx
-    ModelStreamErrorException (in stream)    BackendStreamError   same originalStatusCode rule
+    ModelStreamErrorException (in stream)    BackendStreamError   retryable (botocore drops the
+                                                                  in-stream originalStatusCode)
     ValidationException                      BackendRejected, or BackendContextExceeded (below)
     AccessDenied / UnrecognizedClient /      BackendAuthError     not retryable
       signature/token errors, no credentials
@@ -43,8 +46,9 @@ Errors (by exception type, then `Error.Code` — case-insensitive, so the in-str
       BackendStreamError (stream), retryable.
 
 In-stream exception frames before any event was yielded map like the same code before the
-stream (real Bedrock delivers throttling on streams this way); after output, every in-band
-error is a BackendStreamError (the executor decides what the client sees).
+stream (Bedrock reports throttling of streams as a `throttlingException` frame, protocols.md §4);
+after output, every in-band error is a BackendStreamError (the executor decides what the client
+sees), and an error while draining after the final event is ignored.
 
 Context window: Bedrock reports "input too long" only as a ValidationException message, and we
 never classify by message text. The structured signals used instead:
@@ -138,8 +142,8 @@ def _client_error(exc: bce.ClientError, a: _Attempt) -> BackendError:  # noqa: C
     kw: dict[str, Any] = {"backend": a.backend}
     if isinstance(exc, bce.EventStreamError) and a.emitted:
         return BackendStreamError(msg, **kw)
-    original = response.get("originalStatusCode")
-    upstream_transient = original is None or int(original) == 429 or int(original) >= 500
+    original = str(response.get("originalStatusCode") or "")
+    upstream_transient = not original.isdigit() or int(original) == 429 or int(original) >= 500
     if code in _THROTTLING:
         return BackendRateLimited(msg, retry_after=_retry_after(response), **kw)
     if code == "ServiceQuotaExceededException":
@@ -355,13 +359,16 @@ class BedrockBackend:
                     for event in state.feed(raw):
                         attempt.emitted = True
                         yield event
+        except BackendError:
             if not state.finished:
-                if state.stop is None:
-                    raise BackendStreamError("bedrock: stream ended without messageStop",
-                                             backend=self.name)
-                yield state.final()
+                raise  # once the final event is out, a failing drain changes nothing
         finally:
             await inner.aclose()
+        if not state.finished:
+            if state.stop is None:
+                raise BackendStreamError("bedrock: stream ended without messageStop",
+                                         backend=self.name)
+            yield state.final()
 
     async def probe(self) -> ProbeResult:
         return ProbeResult(ok=True, detail="cloud: not probed")

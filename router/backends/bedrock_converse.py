@@ -3,8 +3,10 @@
 No I/O and no boto3 here (protocols.md §2.2, §5); `bedrock.py` owns the transport and the errors.
 
 Request: system/developer -> `system[].text`; user -> text blocks; assistant -> reasoning as
-`reasoningContent.reasoningText.text` (never a signature: gpt-oss rejects it), text, `toolUse`
-(arguments string -> input object); an assistant turn with neither text nor tool calls is dropped
+`reasoningContent.reasoningText.text` (never a signature: gpt-oss rejects it; and only for the
+assistant turns after the last user message, i.e. the tool loop in progress: the harmony rule of
+protocols.md §5 drops analysis once a final answer was given), text, `toolUse` (arguments
+string -> input object); an assistant turn with neither text nor tool calls is dropped
 (Converse rejects empty content, and a reasoning-only turn is not sent); tool results -> a user
 message of `toolResult` blocks; consecutive same-role turns are merged (Converse requires
 user/assistant alternation). Tool schemas lose `$schema`, `$id`, `additionalProperties`, `strict`.
@@ -23,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from router.tokens import estimate_prompt_tokens
 from router.types import ChatRequest, ChatResult, FunctionCall, Message, ToolCall, Usage
 
 STOP_REASONS = {
@@ -78,14 +81,14 @@ def _tool_input(call: ToolCall) -> dict[str, Any]:
     return value
 
 
-def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
+def _assistant_blocks(m: Message, keep_reasoning: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if m.content and m.content.strip():
         blocks.append({"text": m.content})
     for call in m.tool_calls or []:
         blocks.append({"toolUse": {"toolUseId": call.id, "name": call.function.name,
                                    "input": _tool_input(call)}})
-    if blocks and m.reasoning:
+    if blocks and m.reasoning and keep_reasoning:
         blocks.insert(0, {"reasoningContent": {"reasoningText": {"text": m.reasoning}}})
     return blocks
 
@@ -94,13 +97,14 @@ def converse_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], li
     """(system blocks, alternating messages) for a conversation."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
-    for m in messages:
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    for i, m in enumerate(messages):
         if m.role in ("system", "developer"):
             if m.content and m.content.strip():
                 system.append({"text": m.content})
             continue
         if m.role == "assistant":
-            role, blocks = "assistant", _assistant_blocks(m)
+            role, blocks = "assistant", _assistant_blocks(m, keep_reasoning=i > last_user)
         elif m.role == "tool":
             result = {"toolUseId": m.tool_call_id or "", "status": "success",
                       "content": [{"text": m.content if m.content else "(no output)"}]}
@@ -192,16 +196,9 @@ def converse_request(request: ChatRequest, model_id: str) -> dict[str, Any]:
     return kwargs
 
 
-def estimate_tokens(request: ChatRequest) -> int:
-    """Prompt tokens, roughly: 4 characters a token plus 4 per message (tool schemas included)."""
-    chars = 0
-    for m in request.messages:
-        chars += len(m.content or "") + len(m.reasoning or "")
-        chars += sum(len(c.function.arguments) + len(c.function.name) for c in m.tool_calls or [])
-    for tool in request.tools or []:
-        chars += len(orjson.dumps(tool.function.parameters or {})) + len(tool.function.name)
-        chars += len(tool.function.description or "")
-    return (chars + 3) // 4 + 4 * len(request.messages)
+# One size estimate for the whole router (router/tokens.py), so the planner and this
+# backend's pre-check agree.
+estimate_tokens = estimate_prompt_tokens
 
 
 def finish_reason(stop_reason: str | None, has_tool_calls: bool) -> str:

@@ -44,7 +44,7 @@ class OllamaConfig(_BackendBase):
     gpu_memory_gb: float | None = Field(
         default=None, gt=0, description="card size when NVML is not available on this host"
     )
-    use_nvml: bool = Field(default=False, description="read free VRAM from NVML (router on GPU host)")
+    use_nvml: bool = Field(default=False, description="free VRAM from NVML (router on GPU host)")
     nvml_device: int = 0
     keep_alive: str | int | None = "5m"
     num_ctx: int | None = Field(default=None, gt=0, description="context to load models with")

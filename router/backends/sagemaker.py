@@ -27,7 +27,8 @@ Error mapping (by exception type and error code, never message text):
     other ClientError: HTTP 429 / 5xx / 4xx                  RateLimited/Unavailable/Rejected
     in-stream ModelStreamError, InternalStreamFailure        BackendStreamError       yes*
     ChecksumMismatch and other event-stream ParserError      BackendStreamError       yes*
-    in-band SSE `data: {"error": ...}`, bad JSON or UTF-8    BackendStreamError       yes*
+    in-band SSE `data: {"error": ...}`, bad JSON or UTF-8,
+        a chat body that is not a chat.completion            BackendStreamError       yes*
     stream ends with neither finish_reason nor [DONE]        BackendStreamError       yes*
     read / connect timeout (botocore, urllib3), asyncio
         timeout of `call.timeout_s` (chat)                   BackendTimeout           yes
@@ -36,6 +37,8 @@ Error mapping (by exception type and error code, never message text):
     NoCredentialsError / PartialCredentialsError             BackendAuthError         no
     (* only before the first byte reached the client: the executor decides)
 
+Messages name the code and status (and the container's own error message for ModelError); the
+upstream `Message`, which can name the account and log group, stays on the chained `__cause__`.
 A stream whose finish_reason chunk arrived but whose `[DONE]` did not is finalised normally.
 `Retry-After` response headers become `retry_after`. A cancelled `chat()` cannot interrupt the
 boto3 call already running on its pool thread; a stream closed early releases its connection.
@@ -88,17 +91,17 @@ def _tool_id() -> str:
     return "call_" + "".join(secrets.choice(_ID_CHARS) for _ in range(8))
 
 
-def _container_code(original_message: Any) -> str | None:
-    """The container's own JSON error code (`{"error": {"code": ...}}` or `{"code": ...}`)."""
+def _container_error(original_message: Any) -> tuple[str | None, str]:
+    """The container's own JSON error: (`error.code` or `code` if a string, its message)."""
     try:
         obj = orjson.loads(original_message) if isinstance(original_message, str) else None
     except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    inner = obj.get("error") if isinstance(obj.get("error"), dict) else obj
-    code = inner.get("code") if isinstance(inner, dict) else None
-    return code if isinstance(code, str) else None
+        return None, ""
+    inner = obj.get("error") if isinstance(obj, dict) else None
+    inner = inner if isinstance(inner, dict) else obj if isinstance(obj, dict) else {}
+    code, message = inner.get("code"), inner.get("message")
+    return (code if isinstance(code, str) else None,
+            message[:300] if isinstance(message, str) else "")
 
 
 def _retry_after(resp: dict[str, Any]) -> float | None:
@@ -110,28 +113,28 @@ def _retry_after(resp: dict[str, Any]) -> float | None:
 
 
 def _map_model_error(resp: dict[str, Any], msg: str, backend: str) -> BackendError:
-    code = _container_code(resp.get("OriginalMessage"))
+    code, detail = _container_error(resp.get("OriginalMessage"))
     orig = resp.get("OriginalStatusCode")
-    kw: dict[str, Any] = {"backend": backend}
+    msg = f"{msg}, container status {orig}" + (f": {detail}" if detail else "")
     if code == "context_length_exceeded":
-        return BackendContextExceeded(msg, **kw)
+        return BackendContextExceeded(msg, backend=backend)
     if code == "content_filter":
-        return BackendContentFiltered(msg, **kw)
+        return BackendContentFiltered(msg, backend=backend)
     if not isinstance(orig, int) or orig >= 500:
-        return BackendUnavailable(msg, **kw)
+        return BackendUnavailable(msg, backend=backend)
     if orig == 429:
-        return BackendRateLimited(msg, retry_after=_retry_after(resp), **kw)
-    if orig == 408:
-        return BackendTimeout(msg, **kw)
-    return BackendRejected(msg, **kw)
+        return BackendRateLimited(msg, backend=backend, retry_after=_retry_after(resp))
+    return (BackendTimeout if orig == 408 else BackendRejected)(msg, backend=backend)
 
 
 def _map_client_error(exc: bexc.ClientError, backend: str) -> BackendError:
+    """By error code first, then HTTP status. The upstream `Message` (it can name the account
+    and log group) stays on the chained cause, out of the client-facing message."""
     resp: dict[str, Any] = dict(exc.response)
-    err = resp.get("Error") or {}
-    code = str(err.get("Code") or "")
-    msg = f"sagemaker {code}: {err.get('Message') or ''}".rstrip()
+    code = str((resp.get("Error") or {}).get("Code") or "")
     status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    msg = f"sagemaker {code or 'error'}" + (f" (HTTP {status})" if status else "")
+    after = _retry_after(resp)
     if isinstance(exc, bexc.EventStreamError) or code in _IN_STREAM:
         return BackendStreamError(msg, backend=backend)
     if code == "ModelError":
@@ -139,14 +142,14 @@ def _map_client_error(exc: bexc.ClientError, backend: str) -> BackendError:
     if code in _REJECTED:
         return BackendRejected(msg, backend=backend)
     if code in _UNAVAILABLE:
-        return BackendUnavailable(msg, backend=backend, retry_after=_retry_after(resp))
+        return BackendUnavailable(msg, backend=backend, retry_after=after)
     if code in _THROTTLED or status == 429:
-        return BackendRateLimited(msg, backend=backend, retry_after=_retry_after(resp))
+        return BackendRateLimited(msg, backend=backend, retry_after=after)
     if code in _AUTH or status in (401, 403):
         return BackendAuthError(msg, backend=backend)
     if isinstance(status, int) and status >= 500:
-        return BackendUnavailable(msg, backend=backend, retry_after=_retry_after(resp))
-    if isinstance(status, int) and 400 <= status < 500:
+        return BackendUnavailable(msg, backend=backend, retry_after=after)
+    if isinstance(status, int) and status >= 400:
         return BackendRejected(msg, backend=backend)
     return BackendError(msg, backend=backend)
 
@@ -222,9 +225,9 @@ def _usage(d: Any) -> Usage | None:
                  int(reasoning) if isinstance(reasoning, int) else None)
 
 
-def _tool_call(call_id: Any, name: Any, arguments: Any) -> ToolCall:
+def _tool_call(call_id: Any, name: Any, arguments: Any, backend: str) -> ToolCall:
     if not isinstance(name, str) or not name:
-        raise BackendStreamError("sagemaker: tool call without a function name")
+        raise BackendStreamError("sagemaker: tool call without a function name", backend=backend)
     fn = FunctionCall.model_validate({"name": name, "arguments": arguments or "{}"})
     return ToolCall(id=call_id if isinstance(call_id, str) and call_id else _tool_id(), function=fn)
 
@@ -238,7 +241,7 @@ def parse_result(raw: bytes, backend: str) -> ChatResult:
         raise BackendStreamError("sagemaker: response has no choices", backend=backend)
     msg = choices[0].get("message") or {}
     calls = [_tool_call(tc.get("id"), (tc.get("function") or {}).get("name"),
-                        (tc.get("function") or {}).get("arguments"))
+                        (tc.get("function") or {}).get("arguments"), backend)
              for tc in msg.get("tool_calls") or []]
     return ChatResult(
         content=msg.get("content"),
@@ -326,7 +329,7 @@ class ChunkAssembler:
             entry["args"].append(args)
 
     def _whole_tools(self) -> list[ToolCall]:
-        return [_tool_call(e["id"], e["name"], "".join(e["args"]))
+        return [_tool_call(e["id"], e["name"], "".join(e["args"]), self.backend)
                 for _, e in sorted(self._tools.items())]
 
     def final(self) -> StreamEvent:
@@ -337,11 +340,9 @@ class ChunkAssembler:
 
 
 def _closer(body: Any) -> Callable[[], None]:
-    """Close an EventStream even while a pool thread is blocked reading it.
-
-    `close()` alone waits for the reader's lock (until the read timeout); urllib3's
-    `HTTPResponse.shutdown()` (2.3+) wakes the blocked read first.
-    """
+    """Close an EventStream even while a pool thread is blocked reading it: `close()` alone
+    waits for the reader's lock (until the read timeout); urllib3's `HTTPResponse.shutdown()`
+    (2.3+) wakes the blocked read first."""
 
     def close() -> None:
         shutdown = getattr(getattr(body, "_raw_stream", None), "shutdown", None)
@@ -351,6 +352,23 @@ def _closer(body: Any) -> Callable[[], None]:
         body.close()
 
     return close
+
+
+async def _sse_payloads(body: Any) -> AsyncIterator[str]:
+    """The SSE `data` payloads carried by an EventStream's PayloadParts, up to `[DONE]`."""
+    decoder = SSEDecoder()
+    parts = cast(AsyncGenerator[Any, None], iterate_sync(body, close=_closer(body)))
+    async with contextlib.aclosing(parts):
+        async for item in parts:
+            part = item.get("PayloadPart") if isinstance(item, dict) else None
+            for data in decoder.feed(bytes((part or {}).get("Bytes") or b"")):
+                if data.strip() == "[DONE]":
+                    return
+                yield data
+    for data in decoder.feed(b"", final=True):
+        if data.strip() == "[DONE]":
+            return
+        yield data
 
 
 class SageMakerBackend:
@@ -390,8 +408,9 @@ class SageMakerBackend:
             "EndpointName": cfg.endpoint_name,
             "Body": orjson.dumps(build_body(call, stream=stream)),
             "ContentType": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
         }
+        if not stream:  # a stream's type is the container's (text/event-stream): not forced
+            kw["Accept"] = "application/json"
         if cfg.inference_component:
             kw["InferenceComponentName"] = cfg.inference_component
         if cfg.target_variant:
@@ -419,26 +438,11 @@ class SageMakerBackend:
         kwargs = self._kwargs(call, stream=True)
         with _mapped(self.name):
             resp = await run_sync(self._runtime.invoke_endpoint_with_response_stream, **kwargs)
-        body = resp["Body"]
-        decoder, asm = SSEDecoder(), ChunkAssembler(self.name)
-        done = False
+        asm = ChunkAssembler(self.name)
         with _mapped(self.name, in_stream=True):
-            parts = cast(AsyncGenerator[Any, None], iterate_sync(body, close=_closer(body)))
-            async with contextlib.aclosing(parts):
-                async for item in parts:
-                    part = item.get("PayloadPart") if isinstance(item, dict) else None
-                    for data in decoder.feed(bytes((part or {}).get("Bytes") or b"")):
-                        if data.strip() == "[DONE]":
-                            done = True
-                            break
-                        for event in asm.chunk(orjson.loads(data)):
-                            yield event
-                    if done:
-                        break
-            if not done:
-                for data in decoder.feed(b"", final=True):
-                    if data.strip() == "[DONE]":
-                        break
+            payloads = cast(AsyncGenerator[str, None], _sse_payloads(resp["Body"]))
+            async with contextlib.aclosing(payloads):
+                async for data in payloads:
                     for event in asm.chunk(orjson.loads(data)):
                         yield event
         yield asm.final()

@@ -6,9 +6,9 @@ Every problem becomes one line `FILE: PATH: problem`, e.g.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-import types
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
@@ -120,8 +120,11 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
 
 def cross_check(policy: Policy) -> list[str]:
     """Checks that span sections: names must resolve; private routes stay on premises."""
+    return _check_backends(policy) + _check_routes(policy) + _check_names(policy)
+
+
+def _check_backends(policy: Policy) -> list[str]:
     problems: list[str] = []
-    known_backends = sorted(policy.backends)
     known_models = sorted(policy.models)
     for name, backend in policy.backends.items():
         for logical in backend.models:
@@ -130,6 +133,13 @@ def cross_check(policy: Policy) -> list[str]:
                     f"backends.{name}.models.{logical}: unknown model '{logical}' "
                     f"(known: {', '.join(known_models)})"
                 )
+    return problems
+
+
+def _check_routes(policy: Policy) -> list[str]:
+    problems: list[str] = []
+    known_backends = sorted(policy.backends)
+    known_models = sorted(policy.models)
     for r, route in enumerate(policy.routes):
         for t, target in enumerate(route.targets):
             if target not in policy.backends:
@@ -150,6 +160,12 @@ def cross_check(policy: Policy) -> list[str]:
                     f"routes[{r}].match.model: unknown model '{m}' "
                     f"(known: {', '.join(known_models)})"
                 )
+    return problems
+
+
+def _check_names(policy: Policy) -> list[str]:
+    problems: list[str] = []
+    known_models = sorted(policy.models)
     names = [route.name for route in policy.routes]
     for r, name in enumerate(names):
         if names.index(name) != r:

@@ -55,7 +55,7 @@ class PrivacyConfig(_Strict):
     default_class: PrivacyClass = "standard"
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     private_aliases: dict[str, str] = Field(
-        default_factory=dict, description="alias -> logical model; the alias makes a request private"
+        default_factory=dict, description="alias -> logical model; the alias makes it private"
     )
     private_max_queue_wait_s: float = Field(default=30.0, ge=0)
     load_timeout_s: float = Field(default=300.0, gt=0, description="private wait for a cold load")

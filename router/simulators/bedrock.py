@@ -59,6 +59,8 @@ from router.simulators.server import run_forever
 
 KNOWN_MODELS = ("openai.gpt-oss-20b-1:0", "openai.gpt-oss-120b-1:0")
 _CORAL = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
+_DEFAULT_ERROR = "InternalServerException"
+_STREAM_FAULTS = ("cut", "stall", "malformed", "midstream_error")
 
 
 @dataclass
@@ -98,7 +100,7 @@ def _error(code: str, status: int, message: str, **extra: Any) -> web.Response:
 
 
 def _fault_error(fault: Fault) -> web.Response:
-    code = getattr(fault, "error_type", None) or ERROR_TYPES.get(fault.status, "InternalServer")
+    code = getattr(fault, "error_type", None) or ERROR_TYPES.get(fault.status, _DEFAULT_ERROR)
     extra: dict[str, Any] = {"retry_after": fault.retry_after}
     if code == "ModelErrorException":
         extra["originalStatusCode"] = getattr(fault, "original_status", 500)
@@ -133,15 +135,18 @@ async def _open_stream(request: web.Request, extra: dict[str, str]) -> web.Strea
 async def _send_frames(request: web.Request, resp: web.StreamResponse, frames: list[bytes],
                        tokens: list[bool], fault: Fault | None, mid_error: bytes | None,
                        final: list[bytes]) -> None:
-    """Write frames one by one, applying a stream fault once `after_tokens` tokens are out."""
+    """Write frames one by one, applying a stream fault once `after_tokens` tokens are out
+    (or at the terminator, if the answer is shorter than that)."""
     state = request.app[STATE]
     delay = state.config.token_delay_s
     sent = 0
     kind = fault.kind if fault is not None else ""
     first = True
-    for data, is_token in [*zip(frames, tokens, strict=True), *[(f, False) for f in final]]:
-        if is_token and kind in ("cut", "stall", "malformed", "midstream_error") \
-                and fault is not None and sent >= fault.after_tokens:
+    items = [*zip(frames, tokens, strict=True), *[(f, False) for f in final]]
+    for i, (data, is_token) in enumerate(items):
+        fires = fault is not None and kind in _STREAM_FAULTS and (
+            (is_token and sent >= fault.after_tokens) or i == len(frames))
+        if fires:
             if kind == "cut":
                 await resp.write(data[: len(data) // 2])
                 _abort(request)
@@ -294,7 +299,7 @@ async def _invoke_stream(request: web.Request, state: SimState, script: Script, 
         chunk({}, finish, usage=usage, **{"amazon-bedrock-invocationMetrics": metrics})]
     mid = None
     if kind == "midstream_error" and fault is not None:
-        name, payload = midstream_exception(fault, invoke=True)
+        name, payload = midstream_exception(fault)
         mid = eventstream.exception(name, orjson.dumps(payload))
     resp = await _open_stream(request, {"X-Amzn-Bedrock-Content-Type": "application/json"})
     await _send_frames(request, resp, [chunk(d) for d in deltas], [True] * len(deltas), fault,

@@ -31,26 +31,17 @@ ERROR_TYPES = {
     503: "ServiceUnavailableException",
 }
 
-# In-stream exception member names (lower camel case, protocols.md §4).
-_STREAM_ERRORS = {
-    400: "validationException",
-    408: "modelTimeoutException",
-    429: "throttlingException",
-    500: "internalServerException",
-    503: "serviceUnavailableException",
-}
+# In-stream exception member names (lower camel case, protocols.md §4) for midstream_error.
+_STREAM_ERRORS = {429: "throttlingException", 503: "serviceUnavailableException"}
 
 ScriptInput = tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None, int | None]
 
 
-def midstream_exception(fault: Fault, *, invoke: bool = False) -> tuple[str, dict[str, Any]]:
-    """(exception member, payload): 429 -> throttlingException, 503 -> serviceUnavailable...,
-    anything else -> modelStreamErrorException with `originalStatusCode` = the fault status."""
-    name = getattr(fault, "error_type", None)
-    if name is None:
-        name = _STREAM_ERRORS.get(fault.status) if fault.status in (429, 503) else None
-    if name == "modelTimeoutException" and not invoke:
-        name = None  # ConverseStream has no such member
+def midstream_exception(fault: Fault) -> tuple[str, dict[str, Any]]:
+    """(exception member, payload): the fault's `error_type` if set (e.g. `validationException`),
+    else 429 -> throttlingException, 503 -> serviceUnavailableException, anything else ->
+    modelStreamErrorException with `originalStatusCode` (`original_status`, else the status)."""
+    name = getattr(fault, "error_type", None) or _STREAM_ERRORS.get(fault.status)
     if name is None:
         return "modelStreamErrorException", {
             "message": "simulated model stream error",

@@ -41,9 +41,10 @@ FAULT_KINDS = (
 )
 
 _WORDS = (
-    "the quick answer is that local inference keeps data on premises while the cloud "
-    "absorbs bursts so every request finds capacity and nothing private leaves the building"
-).split()
+    "the", "quick", "answer", "is", "that", "local", "inference", "keeps", "data", "on",
+    "premises", "while", "the", "cloud", "absorbs", "bursts", "so", "every", "request", "finds",
+    "capacity", "and", "nothing", "private", "leaves", "the", "building",
+)
 
 
 @dataclass
@@ -59,7 +60,8 @@ class Fault:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Fault:
         if d.get("kind") not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {d.get('kind')!r} (known: {', '.join(FAULT_KINDS)})")
+            known = ", ".join(FAULT_KINDS)
+            raise ValueError(f"unknown fault kind {d.get('kind')!r} (known: {known})")
         allowed = set(cls.__dataclass_fields__)
         unknown = set(d) - allowed
         if unknown:
@@ -196,7 +198,8 @@ def build_script(
         content = ["The", " tool", " says:", " " + str(last.get("content") or "")[:200]]
     elif tools and last.get("role") == "user":
         fn = tools[0].get("function", tools[0])
-        tool_call = (str(fn.get("name")), _fill_args(fn.get("parameters"), str(last.get("content"))))
+        args = _fill_args(fn.get("parameters"), str(last.get("content")))
+        tool_call = (str(fn.get("name")), args)
     else:
         start = digest[0] % len(_WORDS)
         content = [

@@ -7,6 +7,7 @@ to the oldest waiter, so order is fair and the count never exceeds `slots`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 from collections import deque
@@ -64,10 +65,8 @@ class MemoryStore:
                 self._release_token(key, token)
             else:
                 fut.cancel()
-                try:
+                with contextlib.suppress(ValueError):
                     s.waiters.remove(entry)
-                except ValueError:
-                    pass
             if isinstance(asyncio.current_task(), asyncio.Task) and _cancelling():
                 raise
             return None

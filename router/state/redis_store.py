@@ -38,13 +38,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from router.state.base import BreakerState, Lease, SlotLoad, StoreSnapshot
+from router.state.base import BreakerName, BreakerState, Lease, SlotLoad, StoreSnapshot
 from router.state.memory import EWMA_ALPHA
 
 log = logging.getLogger("router.state")
 T = TypeVar("T")
 SPEND_TTL_S = 2 * 86400
-_BREAKER_NAMES = ("closed", "open", "half_open")
+_BREAKER_NAMES: dict[str, BreakerName] = {n: n for n in ("closed", "open", "half_open")}
 
 # KEYS: held, queue, qexp, ticket. ARGV: token, slots, now, lease_exp, wait_exp, join, channel, key
 # Returns {1, 0} when the slot is granted, {0, ticket} when queued, {0, 0} when refused.
@@ -62,8 +62,7 @@ local head = redis.call('ZRANGE', queue, 0, 0)[1]
 if n < limit and (head == nil or head == token) then
   redis.call('ZADD', held, ARGV[4], token)
   if head then
-    redis.call('ZREM', queue, token)
-    redis.call('ZREM', qexp, token)
+    redis.call('ZREM', queue, token); redis.call('ZREM', qexp, token)
     local nxt = redis.call('ZRANGE', queue, 0, 0)[1]
     if nxt and n + 1 < limit then redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. nxt) end
   end
@@ -156,7 +155,10 @@ class RedisStore:
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=None, decode_responses=True,
             retry=Retry(NoBackoff(), 0), socket_connect_timeout=max(1.0, op_timeout_s),
-            socket_keepalive=True,
+            # No socket timeout: every round trip is bounded by `_rt` (asyncio.timeout), and
+            # redis-py's socket timeout goes through 3.11's wait_for, which can swallow a
+            # cancellation that arrives as the write completes.
+            socket_timeout=None, socket_keepalive=True,
         )
         self._redis = Redis.from_pool(pool)
         self._acquire = self._redis.register_script(_ACQUIRE)
@@ -187,11 +189,9 @@ class RedisStore:
     def _slot_keys(self, key: str) -> list[str]:
         return [self._k(key, "held"), self._k(key, "queue"), self._k(key, "qexp")]
 
-    def _day(self, now: float) -> str:
-        return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
-
     def _spend_key(self, spend_key: str, now: float) -> str:
-        return f"{self.prefix}spend:{self._day(now)}:{spend_key}"
+        day = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
+        return f"{self.prefix}spend:{day}:{spend_key}"
 
     async def _rt(self, aw: Awaitable[T], background: bool = False) -> T:
         """One bounded, counted round trip."""
@@ -245,6 +245,11 @@ class RedisStore:
         granted, ticket = await self._rt(self._acquire(keys=keys, args=args))
         if granted:
             self._held[token] = key  # renewed from now on
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # A cancellation was swallowed on the way (3.11 wait_for): honour it; the
+            # caller's cleanup gives back a slot granted meanwhile.
+            raise asyncio.CancelledError
         return bool(granted), int(ticket)
 
     async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None:
@@ -461,10 +466,9 @@ class RedisStore:
 def _parse_breaker(raw: Mapping[Any, Any]) -> BreakerState:
     if not raw:
         return BreakerState()
-    state = raw.get("state", "closed")
     try:
         return BreakerState(
-            state=state if state in _BREAKER_NAMES else "closed",  # type: ignore[arg-type]
+            state=_BREAKER_NAMES.get(str(raw.get("state")), "closed"),
             failures=int(raw.get("failures", 0)),
             opened_at=float(raw.get("opened_at", 0.0)),
             open_for_s=float(raw.get("open_for_s", 0.0)),

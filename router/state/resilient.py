@@ -1,6 +1,6 @@
 """Redis with a safety net: `FallbackStore` sends every state operation to Redis within a small
-bound and switches to the in-memory store at once when Redis errs or is slow; `build_store`
-picks the store for a configuration.
+bound (`asyncio.timeout`) and switches to the in-memory store at once when Redis errs or is
+slow; `build_store` picks the store for a configuration.
 
 While degraded, operations go straight to memory (no request waits on Redis), and a background
 task PINGs Redis every `recheck_s` and switches back when it answers. The switch is logged once
@@ -71,7 +71,8 @@ class FallbackStore:
     ) -> T:
         if not self._degraded:
             try:
-                return await asyncio.wait_for(on_redis(), self.op_timeout_s)
+                async with asyncio.timeout(self.op_timeout_s):
+                    return await on_redis()
             except _TROUBLE as exc:
                 self._degrade(op, exc)
         return await on_memory()
@@ -86,10 +87,8 @@ class FallbackStore:
         if not self._degraded:
             try:
                 # RedisStore bounds each round trip itself; this outer bound is a backstop.
-                bound = max(timeout_s, 0.0) + 3 * self.op_timeout_s
-                lease = await asyncio.wait_for(
-                    self.primary.acquire_slot(key, slots, timeout_s), bound
-                )
+                async with asyncio.timeout(max(timeout_s, 0.0) + 3 * self.op_timeout_s):
+                    lease = await self.primary.acquire_slot(key, slots, timeout_s)
                 store = self.primary
             except _TROUBLE as exc:
                 self._degrade("acquire_slot", exc)
@@ -113,7 +112,8 @@ class FallbackStore:
             self.primary.release_nowait(lease)
             return
         try:
-            await asyncio.wait_for(self.primary.release_slot(lease), self.op_timeout_s)
+            async with asyncio.timeout(self.op_timeout_s):
+                await self.primary.release_slot(lease)
         except _TROUBLE as exc:
             self._degrade("release_slot", exc)
 
@@ -178,7 +178,8 @@ class FallbackStore:
         if not self._degraded:
             return True
         try:
-            ok = await asyncio.wait_for(self.primary.ping(), self.op_timeout_s)
+            async with asyncio.timeout(self.op_timeout_s):
+                ok = await self.primary.ping()
         except _TROUBLE:
             ok = False
         if ok and self._degraded:
@@ -191,7 +192,8 @@ class FallbackStore:
         pending, self._pending_spend = self._pending_spend, {}
         for spend_key, usd in pending.items():
             try:
-                await asyncio.wait_for(self.primary.add_spend(spend_key, usd), self.op_timeout_s)
+                async with asyncio.timeout(self.op_timeout_s):
+                    await self.primary.add_spend(spend_key, usd)
             except _TROUBLE as exc:
                 self._pending_spend[spend_key] = self._pending_spend.get(spend_key, 0.0) + usd
                 self._degrade("add_spend", exc)

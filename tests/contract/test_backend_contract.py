@@ -88,7 +88,8 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
 
 @pytest.fixture
 async def backend(subject: Subject) -> AsyncIterator[Backend]:
-    httpx.post(subject.sim.url + "/_sim/reset", timeout=5)
+    async with httpx.AsyncClient() as c:
+        await c.post(subject.sim.url + "/_sim/reset", timeout=5)
     b = subject.make()
     yield b
     await b.aclose()
