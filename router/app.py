@@ -46,9 +46,12 @@ def initial_policy(settings: RouterSettings) -> Policy:
 def build_store(settings: RouterSettings) -> StateStore:
     if not settings.redis_url:
         return MemoryStore()
-    from router.state.resilient import build_store as build_shared
+    from router.state.redis_store import RedisStore
+    from router.state.resilient import FallbackStore
 
-    return build_shared(settings.redis_url, settings.redis_prefix, settings.redis_lease_s)
+    shared = RedisStore(settings.redis_url, prefix=settings.redis_prefix,
+                        lease_s=settings.redis_lease_s, op_timeout_s=settings.redis_op_timeout_s)
+    return FallbackStore(shared, MemoryStore(), op_timeout_s=settings.redis_op_timeout_s)
 
 
 class PolicyReloader:
