@@ -236,6 +236,7 @@ def default_policy(ollama_host: str | None = None, aws_region: str | None = None
                 "base_url": base_url.rstrip("/"),
                 "models": {"gpt-oss-20b": "gpt-oss:20b", "gpt-oss-120b": "gpt-oss:120b"},
                 "parallel": 1,
+                "use_nvml": True,  # the seed setup runs the router on the GPU host
             },
             "bedrock": {
                 "type": "bedrock",
