@@ -4,8 +4,9 @@ Wire API: sagemaker-runtime `InvokeEndpoint` with a Chat Completions JSON body, 
 `InvokeEndpointWithResponseStream` with `stream: true` (+ `stream_options.include_usage`), whose
 `PayloadPart` bytes are arbitrary slices of the container's SSE stream (`data: {chunk}` ...
 `data: [DONE]`): lines are reassembled across parts with an incremental UTF-8 decoder, tool-call
-fragments are joined by index and emitted whole at finish. Reasoning is read from `reasoning` or
-`reasoning_content` and sent back on assistant turns as `reasoning` (protocols.md §3, §5, §6).
+fragments are joined by index and emitted whole at finish (that decoding, which knows nothing of
+boto3, is `openai_stream.py`). Reasoning is read from `reasoning` or `reasoning_content` and sent
+back on assistant turns as `reasoning` (protocols.md §3, §5, §6).
 Auth: the standard AWS credential chain, SigV4 (boto3 via `aws_common`, botocore retries off).
 Readiness: control-plane `DescribeEndpoint` (never an inference call); ok when `InService`.
 
@@ -47,10 +48,7 @@ boto3 call already running on its pool thread; a stream closed early releases it
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import secrets
-import string
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, cast
 
@@ -62,6 +60,9 @@ from botocore import exceptions as bexc
 from router.backends.aws_common import iterate_sync, make_client, run_sync
 from router.backends.base import BackendCall, ProbeResult
 from router.backends.configs import SageMakerConfig
+from router.backends.openai_stream import ChunkAssembler as _OpenAIChunkAssembler
+from router.backends.openai_stream import SSEDecoder as SSEDecoder
+from router.backends.openai_stream import tool_call, usage_from
 from router.errors import (
     BackendAuthError,
     BackendContentFiltered,
@@ -73,7 +74,7 @@ from router.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from router.types import ChatResult, FunctionCall, Message, StreamEvent, ToolCall, Usage
+from router.types import ChatResult, Message, StreamEvent, Usage
 
 _UNAVAILABLE = {"ModelNotReadyException", "InternalFailure", "ServiceUnavailable",
                 "InternalDependencyException", "ServiceUnavailableException"}
@@ -84,11 +85,6 @@ _AUTH = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
          "InvalidClientTokenId", "ExpiredTokenException", "ExpiredToken"}
 _REJECTED = {"ValidationError", "ValidationException"}
 _IN_STREAM = {"ModelStreamError", "InternalStreamFailure"}
-_ID_CHARS = string.ascii_lowercase + string.digits
-
-
-def _tool_id() -> str:
-    return "call_" + "".join(secrets.choice(_ID_CHARS) for _ in range(8))
 
 
 def _container_error(original_message: Any) -> tuple[str | None, str]:
@@ -216,22 +212,6 @@ def build_body(call: BackendCall, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _usage(d: Any) -> Usage | None:
-    if not isinstance(d, dict):
-        return None
-    details = d.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return Usage(int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0),
-                 int(reasoning) if isinstance(reasoning, int) else None)
-
-
-def _tool_call(call_id: Any, name: Any, arguments: Any, backend: str) -> ToolCall:
-    if not isinstance(name, str) or not name:
-        raise BackendStreamError("sagemaker: tool call without a function name", backend=backend)
-    fn = FunctionCall.model_validate({"name": name, "arguments": arguments or "{}"})
-    return ToolCall(id=call_id if isinstance(call_id, str) and call_id else _tool_id(), function=fn)
-
-
 def parse_result(raw: bytes, backend: str) -> ChatResult:
     """A `chat.completion` body -> ChatResult."""
     with _mapped(backend, in_stream=True):
@@ -240,103 +220,23 @@ def parse_result(raw: bytes, backend: str) -> ChatResult:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BackendStreamError("sagemaker: response has no choices", backend=backend)
     msg = choices[0].get("message") or {}
-    calls = [_tool_call(tc.get("id"), (tc.get("function") or {}).get("name"),
-                        (tc.get("function") or {}).get("arguments"), backend)
+    calls = [tool_call(tc.get("id"), (tc.get("function") or {}).get("name"),
+                       (tc.get("function") or {}).get("arguments"), backend, "sagemaker")
              for tc in msg.get("tool_calls") or []]
     return ChatResult(
         content=msg.get("content"),
         reasoning=msg.get("reasoning") or msg.get("reasoning_content") or None,
         tool_calls=calls,
         finish_reason=str(choices[0].get("finish_reason") or ("tool_calls" if calls else "stop")),
-        usage=_usage(obj.get("usage")) or Usage(),
+        usage=usage_from(obj.get("usage")) or Usage(),
     )
 
 
-class SSEDecoder:
-    """Bytes in arbitrary slices -> complete SSE `data` payloads (UTF-8 decoded incrementally)."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        self._text = ""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes, *, final: bool = False) -> list[str]:
-        self._text += self._decoder.decode(chunk, final=final)
-        out: list[str] = []
-        lines = self._text.split("\n")
-        self._text = lines.pop()
-        if final and self._text:
-            lines.append(self._text)
-            self._text = ""
-        for line in lines:
-            line = line.rstrip("\r")
-            if not line:
-                if self._data:
-                    out.append("\n".join(self._data))
-                    self._data = []
-            elif line.startswith("data:"):
-                self._data.append(line[6:] if line.startswith("data: ") else line[5:])
-        if final and self._data:
-            out.append("\n".join(self._data))
-            self._data = []
-        return out
-
-
-class ChunkAssembler:
-    """`chat.completion.chunk` objects -> StreamEvents; tool calls joined by index."""
+class ChunkAssembler(_OpenAIChunkAssembler):
+    """`openai_stream.ChunkAssembler` with SageMaker's error label."""
 
     def __init__(self, backend: str) -> None:
-        self.backend = backend
-        self.finish: str | None = None
-        self.usage: Usage | None = None
-        self._tools: dict[int, dict[str, Any]] = {}
-
-    def chunk(self, obj: Any) -> list[StreamEvent]:
-        if not isinstance(obj, dict):
-            raise BackendStreamError("sagemaker: stream chunk is not an object",
-                                     backend=self.backend)
-        if obj.get("error") is not None:
-            raise BackendStreamError(f"sagemaker: in-band error: {obj['error']}"[:500],
-                                     backend=self.backend)
-        self.usage = _usage(obj.get("usage")) or self.usage
-        events: list[StreamEvent] = []
-        for choice in obj.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning") or delta.get("reasoning_content") or None
-            content = delta.get("content") or None
-            if reasoning or content:
-                events.append(StreamEvent(content=content, reasoning=reasoning))
-            for pos, frag in enumerate(delta.get("tool_calls") or []):
-                self._tool_fragment(frag, pos)
-            if choice.get("finish_reason") and self.finish is None:
-                self.finish = str(choice["finish_reason"])
-                if self._tools:
-                    events.append(StreamEvent(tool_calls=self._whole_tools()))
-        return events
-
-    def _tool_fragment(self, frag: dict[str, Any], pos: int) -> None:
-        entry = self._tools.setdefault(int(frag.get("index", pos)), {"id": None, "name": None,
-                                                                     "args": []})
-        entry["id"] = entry["id"] or frag.get("id")
-        fn = frag.get("function") or {}
-        entry["name"] = entry["name"] or fn.get("name")
-        args = fn.get("arguments")
-        if isinstance(args, dict | list):
-            entry["args"] = [orjson.dumps(args).decode()]
-        elif isinstance(args, str):
-            entry["args"].append(args)
-
-    def _whole_tools(self) -> list[ToolCall]:
-        return [_tool_call(e["id"], e["name"], "".join(e["args"]), self.backend)
-                for _, e in sorted(self._tools.items())]
-
-    def final(self) -> StreamEvent:
-        if self.finish is None:
-            raise BackendStreamError("sagemaker: stream ended without finish_reason or [DONE]",
-                                     backend=self.backend)
-        return StreamEvent(finish_reason=self.finish, usage=self.usage)
+        super().__init__(backend, label="sagemaker")
 
 
 def _closer(body: Any) -> Callable[[], None]:

@@ -33,28 +33,41 @@ Non-stream requests treat cut as reset, stall as hang and malformed as a non-JSO
 other stream-only faults do not apply to them. Faults and stats are keyed by the body's `model`
 (falling back to the endpoint name); `GET /_sim/stats` adds `last_request` (endpoint, inference
 component, target variant, body) so tests can check what a client sent.
+
+This module owns the HTTP side (handlers, faults in their HTTP form, `PayloadPart` framing,
+`create_app`, `main`); the bodies and error details are built by `sagemaker_wire.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import itertools
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
 from router.simulators import eventstream
-from router.simulators.script import Fault, FaultQueue, Script, SimStats, build_script
+from router.simulators.sagemaker_wire import (
+    FINISH,
+    STATUS_CODES,
+    SageMakerFault,
+    answer,
+    completion_body,
+    context_exceeded_error,
+    malformed_part,
+    model_error_fields,
+    sse_error,
+    stream_events,
+    stream_exception_payload,
+    upstream_error,
+)
+from router.simulators.script import Fault, FaultQueue, SimStats
 from router.simulators.server import run_forever
 
-STATUS_CODES = {400: "ValidationError", 424: "ModelError", 429: "ThrottlingException",
-                500: "InternalFailure", 503: "ServiceUnavailable"}
 FAULTS_KEY = web.AppKey("faults", FaultQueue)
 STATS_KEY = web.AppKey("stats", SimStats)
 
@@ -79,14 +92,6 @@ CONFIG_KEY = web.AppKey("config", SageMakerSimConfig)
 LAST_KEY: web.AppKey[dict[str, Any]] = web.AppKey("last_request", dict)
 
 
-@dataclass
-class SageMakerFault(Fault):
-    """A script.py fault plus SageMaker's extra error details."""
-
-    original_status: int | None = None
-    error_code: str | None = None
-
-
 def error_response(status: int, code: str, message: str, retry_after: float | None = None,
                    **extra: Any) -> web.Response:
     body = orjson.dumps({"Message": message, **extra})
@@ -102,27 +107,18 @@ def _status_error(fault: Fault, endpoint: str, cfg: SageMakerSimConfig) -> web.R
     if code != "ModelError":
         return error_response(fault.status, code, f"simulated {code}", fault.retry_after)
     orig = extra.original_status or 500
-    inner = {"error": {"message": f"upstream {orig}", "type": "BadRequestError"
-                       if orig < 500 else "InternalServerError", "code": orig}}
-    return _model_error(endpoint, cfg, orig, inner, fault.status)
+    return _model_error(endpoint, cfg, orig, upstream_error(orig), fault.status)
 
 
 def _model_error(
     endpoint: str, cfg: SageMakerSimConfig, orig: int, inner: dict[str, Any], status: int = 424
 ) -> web.Response:
-    arn = f"arn:aws:logs:{cfg.region}:{cfg.account}:log-group:/aws/sagemaker/Endpoints/{endpoint}"
-    return error_response(
-        status, "ModelError",
-        f"Received client error ({orig}) from primary with message \"...\". See {arn}",
-        OriginalStatusCode=orig, OriginalMessage=orjson.dumps(inner).decode(), LogStreamArn=arn,
-    )
+    message, extra = model_error_fields(endpoint, cfg.region, cfg.account, orig, inner)
+    return error_response(status, "ModelError", message, **extra)
 
 
 def context_exceeded(endpoint: str, cfg: SageMakerSimConfig) -> web.Response:
-    inner = {"error": {"message": "This model's maximum context length is 131072 tokens.",
-                       "type": "BadRequestError", "param": "messages",
-                       "code": "context_length_exceeded"}}
-    return _model_error(endpoint, cfg, 400, inner)
+    return _model_error(endpoint, cfg, 400, context_exceeded_error())
 
 
 async def _wait_closed(request: web.Request, limit_s: float = 600.0) -> None:
@@ -138,78 +134,6 @@ async def _wait_closed(request: web.Request, limit_s: float = 600.0) -> None:
 def _abort(request: web.Request) -> None:
     if request.transport is not None:
         request.transport.abort()
-
-
-def _chunk(cid: str, created: int, model: str, delta: dict[str, Any] | None,
-           finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
-    choices = [] if delta is None else [
-        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-           "choices": choices, "usage": usage}
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-def _usage(script: Script, extra_tokens: int) -> dict[str, Any]:
-    done = script.completion_tokens + extra_tokens
-    return {"prompt_tokens": script.prompt_tokens, "completion_tokens": done,
-            "total_tokens": script.prompt_tokens + done,
-            "completion_tokens_details": {"reasoning_tokens": len(script.reasoning)}}
-
-
-@dataclass
-class _Answer:
-    script: Script
-    content: list[str]
-    finish: str
-    call_id: str
-    model: str
-    tool_args: str = ""
-    extra_tokens: int = 0
-    cid: str = "chatcmpl-sim"
-    created: int = field(default_factory=lambda: int(time.time()))
-
-
-def _answer(body: dict[str, Any], endpoint: str, cfg: SageMakerSimConfig,
-            fault: Fault | None) -> _Answer:
-    messages = body.get("messages") or []
-    script = build_script(messages, body.get("tools"), body.get("reasoning_effort"),
-                          body.get("max_tokens") or body.get("max_completion_tokens"))
-    content, finish, extra = list(script.content), script.finish_reason, 0
-    if content and cfg.utf8_suffix and finish == "stop":
-        content.append(cfg.utf8_suffix)
-        extra = 1
-    if fault is not None and fault.kind == "content_filter":
-        content, finish = [], "content_filter"
-    args = orjson.dumps(script.tool_call[1]).decode() if script.tool_call else ""
-    digest = hashlib.sha256(orjson.dumps(messages)).hexdigest()[:8]
-    return _Answer(script, content, finish, f"call_{digest}", str(body.get("model") or endpoint),
-                   args, extra)
-
-
-def _stream_events(a: _Answer, field_name: str, usage: bool) -> Iterator[tuple[bool, bytes]]:
-    """(is_token, SSE bytes) for the whole answer, ending with the finish, usage and [DONE]."""
-    def ck(delta: dict[str, Any] | None, finish: str | None = None,
-           use: dict[str, Any] | None = None) -> bytes:
-        return _chunk(a.cid, a.created, a.model, delta, finish, use)
-
-    yield False, ck({"role": "assistant", "content": ""})
-    for tok in a.script.reasoning:
-        yield True, ck({field_name: tok})
-    if a.finish != "content_filter":
-        for tok in a.content:
-            yield True, ck({"content": tok})
-    if a.script.tool_call and a.finish == "tool_calls":
-        name = a.script.tool_call[0]
-        yield True, ck({"tool_calls": [{"index": 0, "id": a.call_id, "type": "function",
-                                        "function": {"name": name, "arguments": ""}}]})
-        half = len(a.tool_args) // 2
-        for frag in (a.tool_args[:half], a.tool_args[half:]):
-            yield False, ck({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
-    yield False, b"FINISH"
-    yield False, ck({}, a.finish)
-    if usage:
-        yield False, ck(None, None, _usage(a.script, a.extra_tokens))
-    yield False, b"data: [DONE]\n\n"
 
 
 class _PartWriter:
@@ -307,16 +231,8 @@ async def invocations(request: web.Request) -> web.StreamResponse:
             return early
         if fault is not None and fault.kind == "malformed":
             return web.Response(body=b'{"choices": [', content_type="application/json")
-        a = _answer(body, endpoint, cfg, fault)
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(a.content) or None,
-                                   cfg.reasoning_field: "".join(a.script.reasoning) or None}
-        if a.script.tool_call and a.finish == "tool_calls":
-            message["tool_calls"] = [{"id": a.call_id, "type": "function", "function": {
-                "name": a.script.tool_call[0], "arguments": a.tool_args}}]
-        out = {"id": a.cid, "object": "chat.completion", "created": a.created, "model": a.model,
-               "choices": [{"index": 0, "message": message, "logprobs": None,
-                            "finish_reason": a.finish}],
-               "usage": _usage(a.script, a.extra_tokens)}
+        out = completion_body(answer(body, endpoint, cfg.utf8_suffix, fault),
+                              cfg.reasoning_field)
         ok = True
         return web.Response(body=orjson.dumps(out), content_type="application/json",
                             headers={"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
@@ -332,20 +248,13 @@ async def _stream_fault(request: web.Request, writer: _PartWriter, resp: web.Str
     elif fault.kind == "stall":
         await _wait_closed(request)
     elif fault.kind == "malformed":
-        bad = eventstream.frame({":message-type": "event", ":event-type": "PayloadPart",
-                                 ":content-type": "application/octet-stream"},
-                                b'data: {"choices": []}\n\n', corrupt_crc=True)
-        await resp.write(bad)
+        await resp.write(malformed_part())
     elif cfg.midstream_style == "sse":
-        err = {"error": {"message": "simulated container error", "type": "InternalServerError",
-                         "code": 500}}
-        await writer.write(b"data: " + orjson.dumps(err) + b"\n\n")
+        await writer.write(sse_error())
         await writer.flush()
     else:
-        payload = {"Message": "simulated stream failure"}
-        if cfg.midstream_style == "ModelStreamError":
-            payload["ErrorCode"] = "ModelStreamError"
-        await resp.write(eventstream.exception(cfg.midstream_style, orjson.dumps(payload)))
+        payload = stream_exception_payload(cfg.midstream_style)
+        await resp.write(eventstream.exception(cfg.midstream_style, payload))
 
 
 async def invocations_stream(request: web.Request) -> web.StreamResponse:
@@ -364,15 +273,15 @@ async def invocations_stream(request: web.Request) -> web.StreamResponse:
             "X-Amzn-SageMaker-Content-Type": "text/event-stream",
             "x-Amzn-Invoked-Production-Variant": "AllTraffic"})
         await resp.prepare(request)
-        a = _answer(body, endpoint, cfg, fault)
+        a = answer(body, endpoint, cfg.utf8_suffix, fault)
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         writer, tokens = _PartWriter(resp, cfg), 0
         mid = {"cut", "stall", "malformed", "midstream_error"}
-        for is_token, data in _stream_events(a, cfg.reasoning_field, usage):
+        for is_token, data in stream_events(a, cfg.reasoning_field, usage):
             if fault is not None and fault.kind in mid and tokens >= fault.after_tokens:
                 await _stream_fault(request, writer, resp, fault, cfg)
                 return resp
-            if data == b"FINISH":
+            if data == FINISH:
                 if fault is not None and fault.kind == "no_terminator":
                     break
                 continue

@@ -1,0 +1,281 @@
+"""Ollama simulator state shared by its two HTTP surfaces (`ollama.py`, `ollama_openai.py`).
+
+Owns the config (`OllamaSimConfig`), model residency (`Model`: size, VRAM share, context length,
+keep-alive expiry; loading with least-recently-used eviction of idle models and partial loads
+when memory is short), the per-model `parallel` slots and the `max_queue` limit (Ollama's 503
+`BUSY`), fault taking, and the fault-aware writers both surfaces answer with (`emit` for a
+stream, `whole` for a non-stream body). `Fail` is the error a handler turns into its surface's
+error shape; `json_body` reads a request body as a JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import string
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from router.simulators.script import Fault, FaultQueue, SimStats
+
+GiB = 1 << 30
+BUSY = "server busy, please try again.  maximum pending requests exceeded"
+JSON_TYPE = "application/json"
+_PRE_FAULTS = ("status", "reset", "hang", "context_exceeded", "content_filter")
+_AFTER_N = ("cut", "stall", "malformed", "midstream_error")
+_ID_CHARS = string.ascii_lowercase + string.digits
+
+
+@dataclass
+class OllamaSimConfig:
+    models: dict[str, float] = field(
+        default_factory=lambda: {"gpt-oss:20b": 14.0, "gpt-oss:120b": 65.0}
+    )
+    gpu_gb: float = 24.0
+    parallel: int = 1
+    max_queue: int = 512
+    token_delay_s: float = 0.0
+    load_time_s: float = 0.0
+    context_length: int = 8192
+    resident: set[str] | None = None  # None: every model that fits, in order
+    version: str = "0.12.3"
+
+
+@dataclass
+class Model:
+    """One model tag: its size and, while loaded, its VRAM share, context and expiry."""
+
+    tag: str
+    size: int
+    digest: str
+    sem: asyncio.Semaphore
+    size_vram: int = 0
+    loaded: bool = False
+    context_length: int = 0
+    users: int = 0
+    last_used: float = 0.0
+    expires_at: float = 0.0
+
+
+class Fail(Exception):
+    """A request error; each surface renders it in its own error shape."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+def call_id() -> str:
+    """A generated tool call id: `call_` + 8 random lowercase alphanumerics."""
+    return "call_" + "".join(random.choices(_ID_CHARS, k=8))
+
+
+async def _until_closed(request: web.Request) -> None:
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.02)
+
+
+def _cut(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
+
+
+class OllamaSim:
+    """All simulator state; lives in `app[SIM_KEY]`."""
+
+    def __init__(self, config: OllamaSimConfig) -> None:
+        self.cfg = config
+        self.faults = FaultQueue()
+        self.stats = SimStats()
+        self.pending = 0
+        self.models: dict[str, Model] = {}
+        self._load_lock = asyncio.Lock()
+        self.restore()
+
+    def restore(self) -> None:
+        """Initial residency: `cfg.resident`, or every model that fits, in order."""
+        self.models = {}
+        free = int(self.cfg.gpu_gb * GiB)
+        for tag, gb in self.cfg.models.items():
+            m = Model(tag, int(gb * GiB), hashlib.sha256(tag.encode()).hexdigest(),
+                      asyncio.Semaphore(self.cfg.parallel))
+            self.models[tag] = m
+            wanted = tag in self.cfg.resident if self.cfg.resident is not None else m.size <= free
+            if wanted:
+                self._mark_loaded(m, max(0, min(m.size, free)), None)
+                free -= m.size_vram
+
+    def reset_sync(self) -> None:
+        self._load_lock = asyncio.Lock()
+        for m in self.models.values():
+            m.sem = asyncio.Semaphore(self.cfg.parallel)
+
+    def _mark_loaded(self, m: Model, vram: int, num_ctx: int | None) -> None:
+        m.loaded, m.size_vram = True, vram
+        m.context_length = num_ctx or self.cfg.context_length
+        m.last_used, m.expires_at = time.time(), time.time() + 300
+
+    def lookup(self, tag: Any) -> Model:
+        if not isinstance(tag, str) or not tag:
+            raise Fail(400, "model is required")
+        m = self.models.get(tag) or self.models.get(f"{tag}:latest")
+        if m is None:
+            raise Fail(404, f'model "{tag}" not found, try pulling it first')
+        return m
+
+    def expire(self) -> None:
+        now = time.time()
+        for m in self.models.values():
+            if m.loaded and m.users == 0 and m.expires_at <= now:
+                m.loaded, m.size_vram = False, 0
+
+    async def ensure_loaded(self, m: Model, num_ctx: int | None) -> float:
+        if m.loaded:
+            return 0.0
+        async with self._load_lock:
+            if m.loaded:
+                return 0.0
+            self.expire()
+            cap = int(self.cfg.gpu_gb * GiB)
+            idle = sorted((o for o in self.models.values() if o.loaded and o.users == 0
+                           and o is not m), key=lambda o: o.last_used)
+            used = sum(o.size_vram for o in self.models.values() if o.loaded)
+            while cap - used < m.size and idle:
+                victim = idle.pop(0)
+                used -= victim.size_vram
+                victim.loaded, victim.size_vram = False, 0
+            if self.cfg.load_time_s > 0:
+                await asyncio.sleep(self.cfg.load_time_s)
+            self._mark_loaded(m, max(0, min(m.size, cap - used)), num_ctx)
+            return self.cfg.load_time_s or 1e-3  # a load always reports some load_duration
+
+    async def acquire(self, m: Model, num_ctx: int | None) -> tuple[asyncio.Semaphore, float]:
+        if self.pending >= self.cfg.max_queue:
+            raise Fail(503, BUSY)
+        self.pending += 1
+        m.users += 1
+        sem = m.sem
+        try:
+            load_s = await self.ensure_loaded(m, num_ctx)
+            await sem.acquire()
+        except BaseException:
+            m.users -= 1
+            raise
+        finally:
+            self.pending -= 1
+        self.stats.begin(m.tag)
+        return sem, load_s
+
+    def release(self, m: Model, sem: asyncio.Semaphore, keep_alive: float, ok: bool) -> None:
+        sem.release()
+        m.users -= 1
+        self.stats.end(completed=ok)
+        m.last_used = time.time()
+        m.expires_at = m.last_used + keep_alive
+        if keep_alive == 0 and m.users == 0:
+            m.loaded, m.size_vram = False, 0
+
+    def take_fault(self, tag: str) -> Fault | None:
+        f = self.faults.take(tag)
+        if f is not None:
+            self.stats.faults_applied += 1
+        return f
+
+    async def pre_fault(self, request: web.Request, f: Fault | None, tag: str) -> bool:
+        """Faults that strike before any output. True when the connection was dealt with."""
+        if f is None or f.kind not in _PRE_FAULTS:
+            return False
+        self.stats.begin(tag)
+        try:
+            if f.kind == "status":
+                msg = BUSY if f.status == 503 else f"simulated error (status {f.status})"
+                raise Fail(f.status, msg, f.retry_after)
+            if f.kind == "context_exceeded":
+                raise Fail(400, "input length exceeds the context length")
+            if f.kind == "content_filter":
+                raise Fail(400, "content blocked by safety filter")
+            if f.kind == "reset":
+                if request.transport is not None:
+                    request.transport.abort()
+                return True
+            await _until_closed(request)  # hang
+            return True
+        finally:
+            self.stats.end(completed=False)
+
+    async def emit(self, request: web.Request, resp: web.StreamResponse, lines: list[bytes],
+                   final: bytes, f: Fault | None, err: bytes, bad: bytes) -> bool:
+        """Write a stream's token lines then its terminator, applying a stream fault."""
+        kind = f.kind if f is not None else None
+        if f is not None and kind == "slow_first_token":
+            await asyncio.sleep(f.delay_s)
+            kind = None
+        delay = self.cfg.token_delay_s
+        if delay <= 0 and kind is None:
+            await resp.write(b"".join(lines) + final)
+            return True
+        n = min(f.after_tokens, len(lines)) if f is not None and kind in _AFTER_N else len(lines)
+        if delay > 0:
+            for line in lines[:n]:
+                await asyncio.sleep(delay)
+                await resp.write(line)
+        elif n:
+            await resp.write(b"".join(lines[:n]))
+        if kind == "cut":
+            _cut(request)
+        elif kind == "stall":
+            await _until_closed(request)
+        elif kind == "midstream_error":
+            await resp.write(err)
+        elif kind == "malformed":
+            await resp.write(bad + b"".join(lines[n:]) + final)
+        elif kind != "no_terminator":
+            await resp.write(final)
+            return True
+        return False
+
+    async def whole(self, request: web.Request, body: bytes, f: Fault | None,
+                    delay_s: float) -> web.StreamResponse:
+        """A non-stream answer, applying a stream fault in its non-stream form."""
+        kind = f.kind if f is not None else None
+        if f is not None and kind == "slow_first_token":
+            delay_s += f.delay_s
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        if kind == "midstream_error":
+            raise Fail(500, "simulated error mid-generation")
+        if kind == "malformed":
+            body = body[: len(body) // 2]
+        if kind in ("cut", "stall"):
+            resp = web.StreamResponse(headers={"Content-Type": JSON_TYPE})
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            if kind == "cut":
+                await resp.write(body[: len(body) // 2])
+                _cut(request)
+            else:
+                await _until_closed(request)
+            return resp
+        return web.Response(body=body, content_type=JSON_TYPE)
+
+
+SIM_KEY = web.AppKey("ollama_sim", OllamaSim)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or `Fail(400)`."""
+    raw = await request.read()
+    if not raw:
+        raise Fail(400, "missing request body")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Fail(400, str(exc)) from None
+    if not isinstance(data, dict):
+        raise Fail(400, "request body must be a JSON object")
+    return data
