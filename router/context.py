@@ -27,3 +27,4 @@ class RequestContext:
     served_by: str | None = None
     reason: str = ""
     first_token_at: float | None = None
+    admitted_at: float | None = None  # when the serving attempt got its local slot

@@ -156,6 +156,7 @@ class Executor:
             try:
                 if cand.local:
                     lease = await self._admit(ctx, cand)
+                    ctx.admitted_at = self.clock()
                 result = await self._with_retries(ctx, cand, attempt, record)
             except BackendError as exc:
                 await self._release(lease)
@@ -254,8 +255,9 @@ class Executor:
 
         result, cand, _ = await self._run_candidates(ctx, plan, attempt, keep_lease=False)
         if cand.local:
+            # Service time runs from the slot grant: queueing is what the estimate predicts.
             await self.store.record_service_time(slot_key(cand.backend, cand.model_id),
-                                                 self.clock() - ctx.started)
+                                                 self.clock() - (ctx.admitted_at or ctx.started))
         return result
 
     # -- streamed ------------------------------------------------------------------------
@@ -330,7 +332,9 @@ class StreamSession:
                     return
                 remaining = ex._remaining(self.ctx)
                 try:
-                    event = await asyncio.wait_for(anext(self._agen), min(idle, max(remaining, 0)))
+                    # One timer per stream, re-armed per event (wait_for makes a task a token).
+                    async with asyncio.timeout(min(idle, max(remaining, 0.0))):
+                        event = await anext(self._agen)
                 except TimeoutError:
                     raise BackendTimeout(
                         f"'{backend}' stalled: no token for {idle:g}s" if remaining > idle
@@ -361,4 +365,4 @@ class StreamSession:
             if self.finished:
                 await ex.store.record_service_time(
                     slot_key(self.candidate.backend, self.candidate.model_id),
-                    ex.clock() - self.ctx.started)
+                    ex.clock() - (self.ctx.admitted_at or self.ctx.started))

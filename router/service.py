@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +19,16 @@ from router.backends.configs import OllamaConfig
 from router.context import RequestContext
 from router.errors import ModelNotFound, RouterError
 from router.executor import Hooks
+from router.ids import new_id
 from router.metrics import Metrics, reason_class
-from router.planner import BackendView, Plan, PlannerState, RequestFacts, plan
+from router.planner import (
+    BackendView,
+    Plan,
+    PlannerState,
+    RequestFacts,
+    estimated_wait,
+    plan,
+)
 from router.policy.schema import ApiKey, Policy
 from router.privacy import classify
 from router.runtime import Runtime
@@ -137,7 +144,7 @@ class RouterService:
         )
         now = self.clock()
         ctx = RequestContext(
-            request_id=headers.get("x-request-id") or f"req_{uuid.uuid4().hex[:24]}",
+            request_id=headers.get("x-request-id") or new_id("req"),
             request=request,
             facts=facts,
             privacy_sources=tuple(decision.sources),
@@ -177,10 +184,10 @@ class RouterService:
                 probe=runtime.prober.results.get(name),
                 budget_exhausted=exhausted,
             )
-        self._export_load(policy, snap.slots)
         return PlannerState(now=self.clock(), slots=snap.slots, backends=views)
 
-    def _export_load(self, policy: Policy, slots: Mapping[str, Any]) -> None:
+    def export_load(self, policy: Policy, slots: Mapping[str, Any]) -> None:
+        """Queue gauges, set when /metrics is scraped (not on the request path)."""
         m = self.metrics
         for key, load in slots.items():
             backend, model = key.split("|", 1)
@@ -188,8 +195,6 @@ class RouterService:
             m.local_queued.labels(backend=backend, model=model).set(load.queued)
             cfg = policy.backends.get(backend)
             if isinstance(cfg, OllamaConfig):
-                from router.planner import estimated_wait
-
                 m.local_estimated_wait_seconds.labels(backend=backend, model=model).set(
                     estimated_wait(load, cfg.parallel))
 
@@ -242,6 +247,8 @@ class RouterService:
                 await self._account_spend(prep, backend, local, usage)
         elif ctx.facts.privacy == "private" and status == 503:
             m.private_refused_total.labels(reason="no_local_capacity").inc()
+        if not self.audit.enabled:
+            return
         self.audit.write(AuditRecord(
             request_id=ctx.request_id,
             key=ctx.facts.key_name,
@@ -280,10 +287,6 @@ class RouterService:
         await asyncio.shield(self.store.add_spend(f"backend:{backend}", usd))
         if prep.key is not None:
             await asyncio.shield(self.store.add_spend(f"key:{prep.key.name}", usd))
-
-
-def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex[:24]}"
 
 
 def error_outcome(exc: RouterError) -> str:

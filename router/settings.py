@@ -20,7 +20,8 @@ class RouterSettings(BaseSettings):
     redis_url: str | None = Field(default=None, description="shared state for several replicas")
     redis_prefix: str = "hr:"
     redis_lease_s: float = Field(default=10.0, gt=0)
-    redis_op_timeout_s: float = Field(default=0.05, gt=0)
+    redis_op_timeout_s: float = Field(
+        default=0.2, gt=0, description="longest a request waits on Redis before falling back")
     audit_log: str | None = Field(default=None, description="JSON-lines audit file; None = off")
     audit_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     admin_key: SecretStr | None = Field(default=None, description="enables POST /admin/reload")

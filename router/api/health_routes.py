@@ -55,6 +55,11 @@ class HealthRoutes:
     async def metrics(self, request: Request) -> Response:
         m = self.service.metrics
         rt = self.service.runtime
+        policy = rt.policy
+        slot_keys = [slot_key(n, mid) for n, c in policy.backends.items() if c.local
+                     for mid in c.models.values()]
+        snap = await self.service.store.snapshot(slot_keys, [])
+        self.service.export_load(policy, snap.slots)
         for name in rt.backends:
             m.breaker_state.labels(backend=name).set(BREAKER_GAUGE[rt.breakers.state_name(name)])
             probe = rt.prober.results.get(name)

@@ -10,7 +10,6 @@ earlier failure can still fail over; a later failure ends the stream with an in-
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import orjson
@@ -28,6 +27,7 @@ from router.errors import (
     UnsupportedMediaType,
 )
 from router.executor import StreamSession
+from router.ids import new_id
 from router.service import Prepared, RouterService, error_outcome
 from router.types import ChatRequest, Usage
 
@@ -71,7 +71,7 @@ class ChatRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         headers = lower_headers(request)
-        rid = headers.get("x-request-id") or f"req_{uuid.uuid4().hex[:24]}"
+        rid = headers.get("x-request-id") or new_id("req")
         headers["x-request-id"] = rid
         base_headers = {"x-request-id": rid}
         prep: Prepared | None = None
@@ -200,7 +200,7 @@ def plan_json(prep: Prepared) -> dict[str, object]:
 
 
 def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    return new_id("chatcmpl")
 
 
 def _outcome(exc: BaseException) -> str:

@@ -87,6 +87,25 @@ async def call_with_retries(
         if on_retry is not None and isinstance(exc, BackendError):
             on_retry(exc, rs.upcoming_sleep or 0.0)
 
+    if budget is not None:
+        budget.deposit()
+    # Fast path: most calls succeed at once, and building tenacity's machinery costs more than
+    # the rest of the request's routing. Only a retryable failure enters the retry loop, which
+    # replays that first failure as its attempt 1, so the policy below sees every attempt.
+    try:
+        return await attempt()
+    except BackendError as exc:
+        if not is_retryable(exc) or config.attempts <= 1:
+            raise
+        first: BackendError | None = exc
+
+    async def replay() -> T:
+        nonlocal first
+        if first is not None:
+            exc, first = first, None
+            raise exc
+        return await attempt()
+
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_retryable),
         wait=wait,
@@ -95,9 +114,7 @@ async def call_with_retries(
         reraise=True,
         before_sleep=before_sleep,
     )
-    if budget is not None:
-        budget.deposit()
     async for attempt_ctx in retrying:
         with attempt_ctx:
-            return await attempt()
+            return await replay()
     raise AssertionError("unreachable")  # pragma: no cover

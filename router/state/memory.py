@@ -121,7 +121,7 @@ class MemoryStore:
             )
         for b in backends:
             snap.breakers[b] = replace(self._breakers.get(b) or BreakerState())
-        day = self._day()
+        day = self._day() if spend_keys else ""
         for k in spend_keys:
             snap.spend_usd[k] = self._spend.get((day, k), 0.0)
         return snap
