@@ -31,8 +31,6 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="port (default 11435)")] = None,  # noqa: UP045
 ) -> None:
     """Run the router."""
-    import uvicorn
-
     from router.app import create_app
     from router.settings import RouterSettings
 
@@ -55,9 +53,9 @@ def serve(
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("router").warning("binding to %s: reachable beyond this machine",
                                             settings.host)
-    uvicorn.run(asgi, host=settings.host, port=settings.port, log_level=settings.log_level,
-                loop="auto", http="auto", access_log=False,
-                timeout_graceful_shutdown=int(settings.grace_s) or None)
+    from router.server import run
+
+    run(asgi, settings)
 
 
 @app.command()

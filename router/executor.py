@@ -60,6 +60,13 @@ class QueueTimeout(BackendError):
     retryable = False
 
 
+class CircuitOpened(BackendError):
+    """The backend's breaker opened while this request was backing off; carries the code of
+    the failure that opened it. Not retried: the executor fails over."""
+
+    retryable = False
+
+
 class PrivacyViolationBlocked(RuntimeError):
     """Raised (and logged) if a plan ever offers a non-local backend to a private request."""
 
@@ -140,14 +147,14 @@ class Executor:
                 log.critical("blocked a private request from non-local backend %s (req %s)",
                              cand.backend, ctx.request_id)
                 continue
-            if not self.breakers.allows(cand.backend):
-                errors.append(BackendError("circuit open", backend=cand.backend,
-                                           code="circuit_open"))
-                continue
             if failed_window and cand.context_window and cand.context_window <= failed_window:
                 continue
             if self._remaining(ctx) <= 0:
                 break
+            if not self.breakers.try_pass(cand.backend):
+                errors.append(BackendError("circuit open", backend=cand.backend,
+                                           code="circuit_open"))
+                continue
             if errors and self.hooks.on_failover:
                 self.hooks.on_failover(errors[-1].backend, errors[-1].code or "error")
             record = AttemptRecord(cand.backend, "ok")
@@ -164,13 +171,16 @@ class Executor:
                 errors.append(exc)
                 if isinstance(exc, BackendContextExceeded):
                     failed_window = cand.context_window or failed_window
-                if exc.retryable or isinstance(exc, FAILOVER_ERRORS + (QueueTimeout,)):
+                if exc.retryable or isinstance(exc, FAILOVER_ERRORS + (QueueTimeout,
+                                                                       CircuitOpened)):
                     continue
                 raise
             except BaseException:
                 await self._release(lease)
                 record.outcome = "cancelled"
                 raise
+            finally:
+                self.breakers.end_attempt(cand.backend)
             if not keep_lease:
                 await self._release(lease)
                 lease = None
@@ -194,7 +204,14 @@ class Executor:
             if self.hooks.on_retry:
                 self.hooks.on_retry(cand.backend, exc)
 
+        last: list[BackendError] = []
+
         async def bounded() -> T:
+            if last and not self.breakers.allows(cand.backend):
+                # The breaker opened while we were backing off: stop hammering, fail over.
+                raise CircuitOpened(f"'{cand.backend}' failed repeatedly: {last[-1].message}",
+                                    backend=cand.backend, code=last[-1].code,
+                                    status=last[-1].status)
             remaining = self._remaining(ctx)
             if remaining <= 0:
                 raise BackendTimeout("request deadline reached", backend=cand.backend,
@@ -209,6 +226,7 @@ class Executor:
                 await self.breakers.record_failure(cand.backend, exc)
                 raise exc from None
             except BackendError as exc:
+                last.append(exc)
                 await self.breakers.record_failure(cand.backend, exc)
                 raise
 
@@ -317,12 +335,22 @@ class StreamSession:
         self.error: BackendError | None = None
         self.finished = False
         self._closed = False
+        self._task: asyncio.Task[Any] | None = None
+        self._interrupted: str | None = None
+
+    def interrupt(self, reason: str) -> None:
+        """End the stream at once with an error (shutdown grace running out)."""
+        if self._interrupted is None and not self.finished:
+            self._interrupted = reason
+            if self._task is not None:
+                self._task.cancel()
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         """Yield every event; raise BackendStreamError/BackendTimeout if the stream breaks."""
         ex = self.executor
         idle = ex.policy.stream.idle_timeout_s
         backend = self.candidate.backend
+        self._task = asyncio.current_task()
         try:
             event = self.first
             while True:
@@ -344,6 +372,12 @@ class StreamSession:
                     raise BackendStreamError(
                         f"'{backend}' ended the stream without finishing the answer",
                         backend=backend, code="stream_truncated") from None
+                except asyncio.CancelledError:
+                    if self._interrupted is None or self._task is None:
+                        raise
+                    self._task.uncancel()
+                    raise BackendStreamError(self._interrupted, backend=backend,
+                                             code="stream_interrupted") from None
         except BackendError as exc:
             self.error = exc
             if ex.hooks.on_stream_error:

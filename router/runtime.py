@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from router.auth import KeyRing
@@ -35,6 +36,7 @@ class Runtime:
         hooks: Hooks | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backend_factory: Callable[[str, object], Backend] | None = None,
+        breaker_clock: Callable[[], float] = time.time,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -44,7 +46,8 @@ class Runtime:
             for name, cfg in policy.backends.items()
         }
         self.local = {name: cfg.local for name, cfg in policy.backends.items()}
-        self.breakers = BreakerBook(store, policy.circuit, self.local, clock)
+        # Breaker times are shared through the store: wall clock, comparable across hosts.
+        self.breakers = BreakerBook(store, policy.circuit, self.local, breaker_clock)
         intervals = {
             name: cfg.probe_interval_s
             for name, cfg in policy.backends.items()

@@ -18,7 +18,7 @@ from router.audit import AttemptOutcome, AuditLog, AuditRecord, BackendReason
 from router.backends.configs import OllamaConfig
 from router.context import RequestContext
 from router.errors import ModelNotFound, RouterError
-from router.executor import Hooks
+from router.executor import Hooks, StreamSession
 from router.ids import new_id
 from router.metrics import Metrics, reason_class
 from router.planner import (
@@ -73,7 +73,22 @@ class RouterService:
             lambda p: Runtime(p, store, clock=clock, hooks=self.hooks))
         self.runtime = self._factory(policy)
         self.reloads = {"ok": 0, "failed": 0}
+        self.active_streams: set[StreamSession] = set()
+        self._drain_task: asyncio.Task[None] | None = None
         self.last_reload_error: str | None = None
+
+    def begin_drain(self, grace_s: float) -> None:
+        """SIGTERM: streams still running shortly before the grace ends get an in-band error
+        instead of being cut at the socket (design §7: streams never lie)."""
+        if self._drain_task is not None:
+            return
+
+        async def drain() -> None:
+            await asyncio.sleep(max(0.0, grace_s - min(0.5, grace_s / 4)))
+            for session in list(self.active_streams):
+                session.interrupt("the router is shutting down; the answer above is incomplete")
+
+        self._drain_task = asyncio.get_running_loop().create_task(drain())
 
     @property
     def policy(self) -> Policy:

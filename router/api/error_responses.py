@@ -63,7 +63,10 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
         exc = RouterError("The router hit an internal error; it has been logged.",
                           code="internal_error")
     out = dict(headers or {})
-    if exc.retry_after is not None:
-        out["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+    retry_after = exc.retry_after
+    if retry_after is None and exc.status in (429, 503):
+        retry_after = 1.0  # design §8: 429 and 503 always say when to come back
+    if retry_after is not None:
+        out["retry-after"] = str(max(1, math.ceil(retry_after)))
     return Response(orjson.dumps(exc.body()), status_code=exc.status,
                     media_type="application/json", headers=out)

@@ -140,6 +140,7 @@ class ChatRoutes:
                            model=ctx.facts.model, include_usage=ctx.request.include_usage)
         usage: Usage | None = None
         outcome, status = "client_disconnected", 499
+        self.service.active_streams.add(session)
         try:
             async for event in session.events():
                 if event.usage is not None:
@@ -153,6 +154,7 @@ class ChatRoutes:
                            f"it started: {exc.message}. The answer above is incomplete.",
                 "type": "api_error", "param": None, "code": exc.code or "stream_error"}})
         finally:
+            self.service.active_streams.discard(session)
             await session.aclose()
             prep.runtime.leave()
             await self.service.finish(prep, status=status, outcome=outcome, usage=usage,

@@ -70,13 +70,33 @@ class BreakerBook:
         self.local = local
         self.clock = clock
         self.states: dict[str, BreakerState] = {}
+        self._trials: set[str] = set()  # backends with a half-open trial in flight here
 
     def update_from_snapshot(self, states: dict[str, BreakerState]) -> None:
         self.states.update(states)
 
-    def allows(self, backend: str) -> bool:
+    def _half_open(self, backend: str) -> bool:
         state = self.states.get(backend)
-        return state is None or not is_open(state, self.clock())
+        return state is not None and state.state != "closed" and not is_open(state, self.clock())
+
+    def allows(self, backend: str) -> bool:
+        """Would a request be let through now? (No side effects: planner, /readyz.)"""
+        state = self.states.get(backend)
+        if state is None or state.state == "closed":
+            return True
+        return not is_open(state, self.clock()) and backend not in self._trials
+
+    def try_pass(self, backend: str) -> bool:
+        """Let one request through, at the moment of sending. Half-open lets one trial at a
+        time (per process); the caller must call `end_attempt` when the attempt is over."""
+        if not self.allows(backend):
+            return False
+        if self._half_open(backend):
+            self._trials.add(backend)
+        return True
+
+    def end_attempt(self, backend: str) -> None:
+        self._trials.discard(backend)
 
     def state_name(self, backend: str) -> str:
         state = self.states.get(backend) or BreakerState()

@@ -85,6 +85,14 @@ class MemoryStore:
             fut.set_result(None)
             break
 
+    def adopt(self, key: str, token: str) -> None:
+        """Count a slot held elsewhere (a lease granted by Redis before an outage) as held
+        here, until `release_adopted` — so this replica keeps its limit while degraded."""
+        self._get(key).in_flight.add(token)
+
+    def release_adopted(self, key: str, token: str) -> None:
+        self._release_token(key, token)
+
     async def release_slot(self, lease: Lease) -> None:
         if lease.released:
             return

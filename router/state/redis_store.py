@@ -107,6 +107,18 @@ return tostring(x)
 """
 
 
+
+def _pool_extras() -> dict[str, Any]:
+    """redis-py >= 7 defaults maintenance notifications to 'auto', which makes the pool skip
+    its closed-connection check: connections left idle across a Redis restart would be
+    handed out again and fail the first busy moment after recovery. Turn them off."""
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # redis-py < 7: no such feature, nothing to turn off
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 class StoreUnavailable(Exception):
     """Redis did not answer within the bound, refused the connection, or failed the command."""
 
@@ -158,7 +170,7 @@ class RedisStore:
             # No socket timeout: every round trip is bounded by `_rt` (asyncio.timeout), and
             # redis-py's socket timeout goes through 3.11's wait_for, which can swallow a
             # cancellation that arrives as the write completes.
-            socket_timeout=None, socket_keepalive=True,
+            socket_timeout=None, socket_keepalive=True, **_pool_extras(),
         )
         self._redis = Redis.from_pool(pool)
         self._acquire = self._redis.register_script(_ACQUIRE)

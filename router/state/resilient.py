@@ -46,6 +46,10 @@ class FallbackStore:
         self.fallbacks_total = 0  # switches from Redis to memory
         self._degraded = False
         self._owners: dict[str, StateStore] = {}  # lease token -> the store that granted it
+        self._keys: dict[str, str] = {}  # lease token -> slot key
+        # Leases this replica holds, per (store, key): a store that does not know about the
+        # other store's leases must not hand out those slots again (outage and recovery).
+        self._active: dict[tuple[int, str], int] = {}
         self._pending_spend: dict[str, float] = {}  # added while degraded, replayed on recovery
         self._recheck_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -59,6 +63,12 @@ class FallbackStore:
             return
         self._degraded = True
         self.fallbacks_total += 1
+        # Slots this replica holds in Redis count as held in memory while degraded, and a
+        # memory waiter takes one over as soon as its Redis lease ends.
+        if isinstance(self.fallback, MemoryStore):
+            for token, store in self._owners.items():
+                if store is self.primary:
+                    self.fallback.adopt(self._keys[token], token)
         log.warning(
             "state store: Redis failed (%s during %s: %s); using the in-memory store until it "
             "answers again", type(exc).__name__, op, exc,
@@ -88,7 +98,7 @@ class FallbackStore:
             try:
                 # RedisStore bounds each round trip itself; this outer bound is a backstop.
                 async with asyncio.timeout(max(timeout_s, 0.0) + 3 * self.op_timeout_s):
-                    lease = await self.primary.acquire_slot(key, slots, timeout_s)
+                    lease = await self._acquire_primary(key, slots, timeout_s)
                 store = self.primary
             except _TROUBLE as exc:
                 self._degrade("acquire_slot", exc)
@@ -97,12 +107,42 @@ class FallbackStore:
             lease = await self.fallback.acquire_slot(key, slots, timeout_s)
         if lease is not None:
             self._owners[lease.token] = store
+            self._keys[lease.token] = key
+            k = (id(store), key)
+            self._active[k] = self._active.get(k, 0) + 1
         return lease
+
+    async def _acquire_primary(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+        """Acquire in Redis, leaving room for memory leases still running after an outage.
+
+        Redis does not know those leases; while there are any, wait in short slices so the
+        room grows back as they end (FIFO order across replicas is relaxed only then)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max(timeout_s, 0.0)
+        while True:
+            in_memory = self._held_in(self.fallback, key)
+            remaining = max(0.0, end - loop.time())
+            if not in_memory:
+                return await self.primary.acquire_slot(key, slots, remaining)
+            lease = await self.primary.acquire_slot(key, max(0, slots - in_memory),
+                                                    min(remaining, 0.1))
+            if lease is not None or remaining <= 0.1:
+                return lease
+
+    def _held_in(self, store: StateStore, key: str) -> int:
+        return self._active.get((id(store), key), 0)
 
     async def release_slot(self, lease: Lease) -> None:
         store = self._owners.pop(lease.token, None)
+        self._keys.pop(lease.token, None)
         if store is None or lease.released:
             return
+        if store is self.primary and isinstance(self.fallback, MemoryStore):
+            self.fallback.release_adopted(lease.key, lease.token)  # no-op unless adopted
+        k = (id(store), lease.key)
+        self._active[k] = self._active.get(k, 1) - 1
+        if self._active[k] <= 0:
+            del self._active[k]
         if store is self.fallback:
             await self.fallback.release_slot(lease)
             return
@@ -164,10 +204,11 @@ class FallbackStore:
         )
         if snap is not local:
             # Leases granted by memory during an outage are still real load on this replica.
+            # (Only memory's own leases: Redis leases adopted during the outage are in Redis.)
             for key, load in snap.slots.items():
                 mem = local.slots.get(key)
                 if mem is not None:
-                    load.in_flight += mem.in_flight
+                    load.in_flight += self._held_in(self.fallback, key)
                     load.queued += mem.queued
         return snap
 

@@ -110,7 +110,7 @@ async def test_persistent_5xx_fails_over_and_reason_says_so() -> None:
     c = ctx(clock)
     result = await ex.chat(c, plan_of("local", "bedrock"))
     assert result.content == "answer from bedrock"
-    assert len(local.calls) == 3  # bounded attempts
+    assert len(local.calls) == 2  # the breaker (threshold 2) stops the third attempt
     assert c.reason == "failover_after=backend_unavailable"
     assert store.held() == 0
 
@@ -157,7 +157,7 @@ async def test_breaker_opens_and_skips_at_no_cost_then_half_opens() -> None:
     errs = [BackendUnavailable("down", backend="local")] * 6
     local = FakeBackend("local", local=True, script=list(errs))
     ex, store, clock, slept, b = setup(local=local)
-    await ex.chat(ctx(clock), plan_of("local", "bedrock"))  # 3 failed attempts -> open
+    await ex.chat(ctx(clock), plan_of("local", "bedrock"))  # 2 failed attempts -> open
     assert not ex.breakers.allows("local")
     n = len(local.calls)
     await ex.chat(ctx(clock), plan_of("local", "bedrock"))
@@ -238,3 +238,21 @@ async def test_cancelled_stream_consumer_releases_slot() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert store.held() == 0
+
+
+async def test_half_open_lets_one_trial_at_a_time() -> None:
+    gate = asyncio.Event()
+    local = FakeBackend("local", local=True,
+                        script=[BackendUnavailable("down", backend="local")] * 2)
+    ex, store, clock, slept, b = setup(local=local)
+    await ex.chat(ctx(clock), plan_of("local", "bedrock"))  # opens the breaker
+    clock.t += 3  # due for a trial
+    local.gate = gate
+    trial = asyncio.create_task(ex.chat(ctx(clock), plan_of("local", "bedrock")))
+    await asyncio.sleep(0.01)
+    c = ctx(clock)
+    await ex.chat(c, plan_of("local", "bedrock"))  # a second request skips local meanwhile
+    assert c.served_by == "bedrock"
+    gate.set()
+    await trial
+    assert ex.breakers.state_name("local") == "closed"
