@@ -271,11 +271,12 @@ class Executor:
         async def attempt(cand: Candidate) -> ChatResult:
             return await self.backends[cand.backend].chat(self._call(ctx, cand))
 
-        result, cand, _ = await self._run_candidates(ctx, plan, attempt, keep_lease=False)
-        if cand.local:
-            # Service time runs from the slot grant: queueing is what the estimate predicts.
-            await self.store.record_service_time(slot_key(cand.backend, cand.model_id),
-                                                 self.clock() - (ctx.admitted_at or ctx.started))
+        result, cand, lease = await self._run_candidates(ctx, plan, attempt, keep_lease=True)
+        if lease is not None:
+            # Service time runs from the slot grant (queueing is what the estimate predicts);
+            # the store records it with the release.
+            lease.service_time_s = self.clock() - (ctx.admitted_at or ctx.started)
+            await self._release(lease)
         return result
 
     # -- streamed ------------------------------------------------------------------------
@@ -395,8 +396,6 @@ class StreamSession:
         await _aclose(self._agen)
         ex = self.executor
         if lease is not None:
-            await ex._release(lease)
             if self.finished:
-                await ex.store.record_service_time(
-                    slot_key(self.candidate.backend, self.candidate.model_id),
-                    ex.clock() - (self.ctx.admitted_at or self.ctx.started))
+                lease.service_time_s = ex.clock() - (self.ctx.admitted_at or self.ctx.started)
+            await ex._release(lease)

@@ -31,6 +31,9 @@ class Lease:
     key: str
     token: str  # unique per acquisition
     released: bool = False
+    # Set before release on success: the store folds it into the key's service-time estimate
+    # in the same operation (one Redis round trip fewer per request).
+    service_time_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -97,6 +97,8 @@ class MemoryStore:
         if lease.released:
             return
         lease.released = True
+        if lease.service_time_s is not None:
+            await self.record_service_time(lease.key, lease.service_time_s)
         self._release_token(lease.key, lease.token)
 
     async def record_service_time(self, key: str, seconds: float) -> None:

@@ -94,6 +94,12 @@ if r > 0 then
   local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
   if head then redis.call('PUBLISH', ARGV[3], ARGV[4] .. '\\n' .. head) end
 end
+if KEYS[4] then
+  local x = tonumber(ARGV[5])
+  local prev = redis.call('GET', KEYS[4])
+  if prev then x = tonumber(prev) + tonumber(ARGV[6]) * (x - tonumber(prev)) end
+  redis.call('SET', KEYS[4], tostring(x))
+end
 return r
 """
 
@@ -326,9 +332,14 @@ class RedisStore:
             return
         self._spawn(self._release_token(key, token, background=True))
 
-    async def _release_token(self, key: str, token: str, background: bool = False) -> None:
+    async def _release_token(self, key: str, token: str, background: bool = False,
+                             service_time_s: float | None = None) -> None:
         args: list[EncodableT] = [token, self._clock(), self._channel, key]
-        await self._rt(self._release(keys=self._slot_keys(key), args=args), background)
+        keys = self._slot_keys(key)
+        if service_time_s is not None:  # fold the service-time sample into the release
+            keys.append(self._k(key, "svc"))
+            args += [service_time_s, EWMA_ALPHA]
+        await self._rt(self._release(keys=keys, args=args), background)
 
     def release_nowait(self, lease: Lease) -> asyncio.Task[None] | None:
         """Stop renewing the lease and release it in the background (it expires anyway)."""
@@ -336,7 +347,8 @@ class RedisStore:
             return None
         lease.released = True
         self._held.pop(lease.token, None)
-        return self._spawn(self._release_token(lease.key, lease.token))
+        return self._spawn(self._release_token(lease.key, lease.token,
+                                               service_time_s=lease.service_time_s))
 
     async def release_slot(self, lease: Lease) -> None:
         task = self.release_nowait(lease)

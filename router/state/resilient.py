@@ -139,6 +139,8 @@ class FallbackStore:
             return
         if store is self.primary and isinstance(self.fallback, MemoryStore):
             self.fallback.release_adopted(lease.key, lease.token)  # no-op unless adopted
+            if lease.service_time_s is not None:  # keep the memory mirror's estimate warm
+                await self.fallback.record_service_time(lease.key, lease.service_time_s)
         k = (id(store), lease.key)
         self._active[k] = self._active.get(k, 1) - 1
         if self._active[k] <= 0:

@@ -364,3 +364,17 @@ async def test_only_the_queue_head_takes_a_free_slot_and_a_dead_waiter_expires(
     assert lease is not None
     assert await raw.zcard(k(prefix, KEY, "queue")) == 0
     await a.release_slot(lease)
+
+
+async def test_release_carries_the_service_time_in_one_round_trip(
+    make: Callable[..., RedisStore],
+) -> None:
+    a, b = make(), make()
+    lease = await a.acquire_slot("k", 1, 0)
+    assert lease is not None
+    lease.service_time_s = 2.0
+    n = a.round_trips
+    await a.release_slot(lease)
+    assert a.round_trips - n == 1
+    snap = await b.snapshot(["k"], [])
+    assert snap.slots["k"].in_flight == 0 and snap.slots["k"].service_time_s == 2.0
