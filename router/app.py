@@ -106,7 +106,7 @@ def create_app(
     service = RouterService(policy, store, audit=audit)
     reloader = PolicyReloader(service, settings.policy_file)
     admin_hash = hash_key(settings.admin_key.get_secret_value()) if settings.admin_key else None
-    chat = ChatRoutes(service, settings.max_body_bytes)
+    chat = ChatRoutes(service, settings.max_body_bytes, settings.open_remote)
     health = HealthRoutes(service, reloader.reload, admin_hash)
 
     @contextlib.asynccontextmanager

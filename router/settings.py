@@ -24,6 +24,10 @@ class RouterSettings(BaseSettings):
         default=0.2, gt=0, description="longest a request waits on Redis before falling back")
     audit_log: str | None = Field(default=None, description="JSON-lines audit file; None = off")
     audit_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    open_remote: bool = Field(
+        default=False,
+        description="with no API keys configured, serve non-loopback clients too "
+        "(containers behind a loopback-published port or a ClusterIP Service)")
     admin_key: SecretStr | None = Field(default=None, description="enables POST /admin/reload")
     log_level: str = "info"
     grace_s: float = Field(default=30.0, ge=0, description="SIGTERM drain period")

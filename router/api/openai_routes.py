@@ -24,6 +24,7 @@ from router.errors import (
     InvalidRequest,
     PayloadTooLarge,
     RouterError,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from router.executor import StreamSession
@@ -64,10 +65,25 @@ async def read_json(request: Request, limit: int) -> dict[str, object]:
     return data
 
 
+LOOPBACK = ("127.", "::1", "localhost")
+
+
 class ChatRoutes:
-    def __init__(self, service: RouterService, max_body_bytes: int) -> None:
+    def __init__(self, service: RouterService, max_body_bytes: int,
+                 open_remote: bool = False) -> None:
         self.service = service
         self.limit = max_body_bytes
+        self.open_remote = open_remote
+
+    def check_open_access(self, request: Request) -> None:
+        """No API keys configured means open access for loopback clients only."""
+        if self.open_remote or not self.service.runtime.keys.is_open:
+            return
+        host = request.client.host if request.client else ""
+        if not host.startswith(LOOPBACK):
+            raise Unauthorized(
+                "This router has no API keys configured, so it serves loopback clients only. "
+                "Configure keys (hybrid-router keygen) or set ROUTER_OPEN_REMOTE=true.")
 
     async def chat_completions(self, request: Request) -> Response:
         headers = lower_headers(request)
@@ -77,6 +93,7 @@ class ChatRoutes:
         prep: Prepared | None = None
         parsed: ChatRequest | None = None
         try:
+            self.check_open_access(request)
             data = await read_json(request, self.limit)
             parsed = ChatRequest.model_validate(data)
             prep = await self.service.prepare(parsed, headers)
@@ -171,6 +188,7 @@ class ChatRoutes:
     async def explain(self, request: Request) -> Response:
         headers = lower_headers(request)
         try:
+            self.check_open_access(request)
             data = await read_json(request, self.limit)
             parsed = ChatRequest.model_validate(data)
             prep = await self.service.prepare(parsed, headers, dry_run=True)
