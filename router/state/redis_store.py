@@ -10,7 +10,8 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   Pbreaker:B   hash (state, failures, opened_at, open_for_s);  Pspend:DAY:S  float, TTL 2 days
   Pwake        pub/sub channel: "K\\n<token>" names the queue head when a slot may be free
 
-Slot changes run as Lua scripts (EVALSHA), so counts never go below zero or above `slots`.
+Slot changes run as Lua scripts (EVALSHA, `redis_scripts.py`), so counts never go below zero or
+above `slots`; the connection pool and URL redaction live in `redis_connection.py`.
 Every Redis round trip is bounded by `op_timeout_s` and counted in `round_trips` (request
 path) or `background_round_trips` (renewal, pub/sub, script loading); a failure raises
 `StoreUnavailable`, which `resilient.FallbackStore` turns into a switch to the memory store.
@@ -30,116 +31,25 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from router.state.base import BreakerName, BreakerState, Lease, SlotLoad, StoreSnapshot
 from router.state.memory import EWMA_ALPHA
+from router.state.redis_connection import connect, redact_url
+from router.state.redis_scripts import ACQUIRE_LUA, EWMA_LUA, RELEASE_LUA
+
+__all__ = ["SPEND_TTL_S", "RedisStore", "StoreUnavailable", "redact_url"]
 
 log = logging.getLogger("router.state")
 T = TypeVar("T")
 SPEND_TTL_S = 2 * 86400
 _BREAKER_NAMES: dict[str, BreakerName] = {n: n for n in ("closed", "open", "half_open")}
 
-# KEYS: held, queue, qexp, ticket. ARGV: token, slots, now, lease_exp, wait_exp, join, channel, key
-# Returns {1, 0} when the slot is granted, {0, ticket} when queued, {0, 0} when refused.
-_ACQUIRE = """
-local held, queue, qexp = KEYS[1], KEYS[2], KEYS[3]
-local token, limit, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
-for _, t in ipairs(redis.call('ZRANGEBYSCORE', qexp, '-inf', now)) do
-  redis.call('ZREM', queue, t)
-end
-redis.call('ZREMRANGEBYSCORE', qexp, '-inf', now)
-if redis.call('ZSCORE', held, token) then return {1, 0} end
-local n = redis.call('ZCARD', held)
-local head = redis.call('ZRANGE', queue, 0, 0)[1]
-if n < limit and (head == nil or head == token) then
-  redis.call('ZADD', held, ARGV[4], token)
-  if head then
-    redis.call('ZREM', queue, token); redis.call('ZREM', qexp, token)
-    local nxt = redis.call('ZRANGE', queue, 0, 0)[1]
-    if nxt and n + 1 < limit then redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. nxt) end
-  end
-  return {1, 0}
-end
-if ARGV[6] ~= '1' then return {0, 0} end
-local ticket = redis.call('ZSCORE', queue, token)
-if not ticket then
-  ticket = redis.call('INCR', KEYS[4])
-  redis.call('ZADD', queue, ticket, token)
-end
-redis.call('ZADD', qexp, ARGV[5], token)
-if n < limit and head and head ~= token then
-  redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. head)
-end
-return {0, tonumber(ticket)}
-"""
-
-# Release a lease or leave the queue (whichever the token is in); wake the head if it changed.
-# KEYS: held, queue, qexp. ARGV: token, now, channel, key. Returns how many entries it removed.
-_RELEASE = """
-local r = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if r > 0 then
-  for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])) do
-    redis.call('ZREM', KEYS[2], t)
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
-  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  if head then redis.call('PUBLISH', ARGV[3], ARGV[4] .. '\\n' .. head) end
-end
-if KEYS[4] then
-  local x = tonumber(ARGV[5])
-  local prev = redis.call('GET', KEYS[4])
-  if prev then x = tonumber(prev) + tonumber(ARGV[6]) * (x - tonumber(prev)) end
-  redis.call('SET', KEYS[4], tostring(x))
-end
-return r
-"""
-
-# KEYS: svc. ARGV: sample, alpha. Returns the new estimate as a string.
-_EWMA = """
-local x = tonumber(ARGV[1])
-local prev = redis.call('GET', KEYS[1])
-if prev then x = tonumber(prev) + tonumber(ARGV[2]) * (x - tonumber(prev)) end
-redis.call('SET', KEYS[1], tostring(x))
-return tostring(x)
-"""
-
-
-
-def _pool_extras() -> dict[str, Any]:
-    """redis-py >= 7 defaults maintenance notifications to 'auto', which makes the pool skip
-    its closed-connection check: connections left idle across a Redis restart would be
-    handed out again and fail the first busy moment after recovery. Turn them off."""
-    try:
-        from redis.maint_notifications import MaintNotificationsConfig
-    except ImportError:  # redis-py < 7: no such feature, nothing to turn off
-        return {}
-    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
-
 
 class StoreUnavailable(Exception):
     """Redis did not answer within the bound, refused the connection, or failed the command."""
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password (in the userinfo or a `password=` query) replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    query = parts.query
-    if "password" in query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass(slots=True)
@@ -170,18 +80,10 @@ class RedisStore:
         self.op_timeout_s = op_timeout_s
         self._clock = clock
         self._poll_s = poll_s
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=None, decode_responses=True,
-            retry=Retry(NoBackoff(), 0), socket_connect_timeout=max(1.0, op_timeout_s),
-            # No socket timeout: every round trip is bounded by `_rt` (asyncio.timeout), and
-            # redis-py's socket timeout goes through 3.11's wait_for, which can swallow a
-            # cancellation that arrives as the write completes.
-            socket_timeout=None, socket_keepalive=True, **_pool_extras(),
-        )
-        self._redis = Redis.from_pool(pool)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._release = self._redis.register_script(_RELEASE)
-        self._ewma = self._redis.register_script(_EWMA)
+        self._redis = connect(url, max_connections=max_connections, op_timeout_s=op_timeout_s)
+        self._acquire = self._redis.register_script(ACQUIRE_LUA)
+        self._release = self._redis.register_script(RELEASE_LUA)
+        self._ewma = self._redis.register_script(EWMA_LUA)
         self._scripts_loaded = False
         self._scripts_lock = asyncio.Lock()
         self._channel = f"{prefix}wake"

@@ -1,28 +1,29 @@
-"""Fixtures and helpers of the end-to-end fault suite (`test_faults.py`).
+"""Fixtures and helpers of the end-to-end fault suite (`test_faults.py`, `test_fault_streams.py`,
+`test_lifecycle.py`, `test_outage.py`).
 
 What lives here:
 - `fast_policy`: the time-scaled policy every fault test runs under (its knobs and the scale
-  are documented in `test_faults.py`), with one route per backend pinned by a header so the
+  are documented in `fault_helpers.py`), with one route per backend pinned by a header so the
   suite can reach (and heal) each backend directly;
 - `Stack`: one real router process plus the simulators behind it, with `fault`, `stats`,
   `settle` (clear faults, close every breaker with a pinned request, then check the router is
   healthy: `/readyz` 200 with every backend usable, no local slot held or queued);
-- `call`: one chat completion over raw HTTP (httpx), timed, with the SSE bytes parsed exactly,
-  so a test sees whether `[DONE]`, a `finish_reason` or an in-band error arrived. Every call is
-  checked for a truncated answer presented as complete and any such answer is recorded in
-  `TRUNCATED_SUCCESSES` (the suite's last test asserts it is empty).
+- `stacks` / `stack`: one router process per primary (local, bedrock, sagemaker), started on
+  first use and shared by every fault module of the session; `stack` settles before and after
+  each test;
+- the simulators behind them (one Ollama, Bedrock and SageMaker simulator for the session).
+
+The HTTP client every test calls the router with (`call`, `Outcome`) is in `client.py`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
 import pytest
 
 from router.audit import summarize
@@ -32,21 +33,16 @@ from router.simulators.ollama import OllamaSimConfig
 from router.simulators.ollama import create_app as ollama_app
 from router.simulators.sagemaker import SageMakerSimConfig
 from router.simulators.sagemaker import create_app as sagemaker_app
-from router.simulators.script import build_script
 from router.simulators.server import SimServer
 from tests.conftest import RouterProcess
 
-PIN = "x-e2e-pin"  # header that pins a request to one backend (a route per backend)
-PROMPT = "Explain how the hybrid router keeps answers flowing"
-EFFORT = "high"  # gpt-oss effort "high": 12 reasoning tokens + 12 answer tokens = 24 tokens
-ANSWER_TOKENS = 24
-SAGEMAKER_SUFFIX = SageMakerSimConfig().utf8_suffix  # the SageMaker simulator appends this
+# The suite's helper modules: pytest rewrites their asserts as it does a conftest's (detailed
+# failure messages), provided this runs before they are first imported.
+pytest.register_assert_rewrite(
+    "tests.e2e.client", "tests.e2e.fault_helpers", "tests.e2e.replica_helpers")
 
-# One pooled client for every call (creating an httpx.Client costs ~30 ms: its TLS context).
-HTTP = httpx.Client(timeout=30.0, trust_env=False)
+from tests.e2e.client import HTTP, PIN, call, get_json  # noqa: E402 - after the registration
 
-# Every answer that claimed to be complete but was not (filled by `call`, checked at the end).
-TRUNCATED_SUCCESSES: list[str] = []
 # Every audit log of every router this suite started (checked for private requests at the end).
 AUDIT_LOGS: list[Path] = []
 
@@ -96,184 +92,7 @@ def fast_policy(ollama_url: str, bedrock_url: str, sagemaker_url: str | None = N
     return policy
 
 
-# -- one call, measured ------------------------------------------------------------------------
-
-def expected_answer(backend: str, text: str = PROMPT) -> str:
-    """The complete answer the simulators script for `text` (effort high)."""
-    script = build_script([{"role": "user", "content": text}], effort=EFFORT)
-    content = "".join(script.content)
-    return content + SAGEMAKER_SUFFIX if backend == "sagemaker" else content
-
-
-@dataclass
-class Outcome:
-    status: int
-    headers: httpx.Headers
-    elapsed: float
-    stream: bool
-    body: dict[str, Any] | None = None  # JSON body (non-stream answers and every error status)
-    chunks: list[dict[str, Any]] = field(default_factory=list)
-    done: bool = False  # `data: [DONE]` arrived
-    stream_error: dict[str, Any] | None = None  # the in-band `data: {"error": ...}`
-    transport_error: str | None = None
-
-    @property
-    def backend(self) -> str | None:
-        value: str | None = self.headers.get("x-router-backend")
-        return value
-
-    @property
-    def reason(self) -> str | None:
-        value: str | None = self.headers.get("x-router-reason")
-        return value
-
-    @property
-    def error(self) -> dict[str, Any]:
-        if self.stream_error is not None:
-            return self.stream_error["error"]  # type: ignore[no-any-return]
-        assert self.body is not None and "error" in self.body, self.describe()
-        return self.body["error"]  # type: ignore[no-any-return]
-
-    @property
-    def content(self) -> str:
-        if not self.stream:
-            return str(((self.body or {}).get("choices") or [{}])[0].get("message", {})
-                       .get("content") or "")
-        return "".join(c["choices"][0]["delta"].get("content") or ""
-                       for c in self.chunks if c.get("choices"))
-
-    @property
-    def tokens(self) -> int:
-        """Streamed deltas that carried a token (reasoning or answer)."""
-        return sum(1 for c in self.chunks if c.get("choices") and (
-            c["choices"][0]["delta"].get("content") or c["choices"][0]["delta"].get("reasoning")))
-
-    @property
-    def finish_reason(self) -> str | None:
-        if not self.stream:
-            choices = (self.body or {}).get("choices") or [{}]
-            return choices[0].get("finish_reason")  # type: ignore[no-any-return]
-        reasons = [c["choices"][0].get("finish_reason") for c in self.chunks if c.get("choices")]
-        return next((r for r in reversed(reasons) if r), None)
-
-    @property
-    def model(self) -> str | None:
-        src = (self.body or {}) if not self.stream else (self.chunks[0] if self.chunks else {})
-        return src.get("model")
-
-    def presents_as_complete(self) -> bool:
-        if self.status != 200:
-            return False
-        if not self.stream:
-            return self.finish_reason is not None
-        return self.done or self.finish_reason is not None
-
-    def describe(self) -> str:
-        return (f"status={self.status} backend={self.backend} reason={self.reason} "
-                f"elapsed={self.elapsed:.2f}s done={self.done} finish={self.finish_reason} "
-                f"stream_error={self.stream_error} body={self.body} "
-                f"transport_error={self.transport_error} content={self.content!r}")
-
-    # -- the pass criteria every test states ---------------------------------------------
-
-    def assert_complete(self, backend: str, *, text: str = PROMPT) -> None:
-        """A whole answer from `backend`, naming the logical model; streams end in [DONE]."""
-        assert self.status == 200, self.describe()
-        assert self.backend == backend, self.describe()
-        assert self.model == "gpt-oss-20b", self.describe()
-        assert self.finish_reason == "stop", self.describe()
-        assert self.content == expected_answer(backend, text), self.describe()
-        if self.stream:
-            assert self.done and self.stream_error is None, self.describe()
-
-    def assert_clean_error(self, status: int, *, code: str | None = None) -> dict[str, Any]:
-        """An OpenAI-shaped error before any output, never a stack trace."""
-        assert self.status == status, self.describe()
-        assert self.body is not None and set(self.body["error"]) == {
-            "message", "type", "param", "code"}, self.describe()
-        assert self.body["error"]["message"], self.describe()
-        assert "Traceback" not in str(self.body), self.describe()
-        if code is not None:
-            assert self.body["error"]["code"] == code, self.describe()
-        return self.error
-
-    def assert_broken_stream(self, backend: str, *, tokens: int,
-                             code: str = "stream_error") -> dict[str, Any]:
-        """Started (200), `tokens` tokens, then an in-band error; no finish_reason, no [DONE]."""
-        assert self.stream and self.status == 200, self.describe()
-        assert self.backend == backend, self.describe()
-        assert self.stream_error is not None, self.describe()
-        assert not self.done and self.finish_reason is None, self.describe()
-        err = self.stream_error["error"]
-        assert set(err) == {"message", "type", "param", "code"} and err["message"]
-        assert "incomplete" in err["message"] and err["code"] == code, self.describe()
-        assert self.tokens == tokens, self.describe()
-        assert expected_answer(backend).startswith(self.content), self.describe()
-        assert self.transport_error is None, self.describe()
-        return err  # type: ignore[no-any-return]
-
-
-def _parse_sse(raw: bytes, out: Outcome) -> None:
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-        data = b"".join(line[5:].strip() for line in block.split(b"\n")
-                        if line.startswith(b"data:"))
-        if not data:
-            continue
-        if data == b"[DONE]":
-            out.done = True
-            continue
-        obj = orjson.loads(data)
-        if "error" in obj:
-            out.stream_error = obj
-        else:
-            out.chunks.append(obj)
-
-
-def call(url: str, *, stream: bool, text: str = PROMPT, model: str = "gpt-oss-20b",
-         headers: dict[str, str] | None = None, timeout: float = 30.0,
-         **extra: Any) -> Outcome:
-    """One chat completion, timed; checks it is not a truncated answer posing as complete."""
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}],
-                            "reasoning_effort": EFFORT, "stream": stream, **extra}
-    start = time.monotonic()
-    with HTTP.stream("POST", url + "/v1/chat/completions", json=body, headers=headers or {},
-                     timeout=timeout) as r:
-        out = Outcome(r.status_code, r.headers, 0.0, stream)
-        raw = b""
-        try:
-            for piece in r.iter_raw():
-                raw += piece
-        except httpx.HTTPError as exc:  # the router must never cut its own client off
-            out.transport_error = repr(exc)
-        out.elapsed = time.monotonic() - start
-    if r.status_code != 200 or not stream:
-        out.body = orjson.loads(raw) if raw else None
-    else:
-        _parse_sse(raw, out)
-    _check_not_truncated(out, text)
-    return out
-
-
-def _check_not_truncated(out: Outcome, text: str) -> None:
-    if not out.presents_as_complete():
-        return
-    problems = []
-    if out.stream and not (out.done and out.finish_reason and out.stream_error is None):
-        problems.append("stream not properly terminated")
-    if out.finish_reason == "stop" and out.backend and out.content != expected_answer(
-            out.backend, text):
-        problems.append("content differs from the whole answer")
-    if out.transport_error:
-        problems.append("connection broke")
-    if problems:
-        TRUNCATED_SUCCESSES.append(f"{problems}: {out.describe()}")
-
-
 # -- a router and its simulators ---------------------------------------------------------------
-
-def get_json(url: str, path: str) -> Any:
-    return HTTP.get(url + path, timeout=5).json()
-
 
 FALLBACK = {"local": "bedrock", "bedrock": "sagemaker", "sagemaker": "bedrock"}
 
@@ -381,21 +200,57 @@ def start_stack(policy: dict[str, Any], sims: dict[str, SimServer], tmp: Path,
     return Stack(router, sims, audit, primary)
 
 
-# -- simulators owned by this suite ------------------------------------------------------------
+# -- simulators owned by this suite (shared by its modules) -----------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def e2e_ollama() -> Iterator[SimServer]:
     with SimServer(lambda: ollama_app(OllamaSimConfig(parallel=4, token_delay_s=0.0))) as s:
         yield s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def e2e_bedrock() -> Iterator[SimServer]:
     with SimServer(lambda: bedrock_app(BedrockSimConfig())) as s:
         yield s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def e2e_sagemaker() -> Iterator[SimServer]:
     with SimServer(lambda: sagemaker_app(SageMakerSimConfig())) as s:
         yield s
+
+
+# -- stacks: one router process per primary, shared by the fault modules ----------------------
+
+class Stacks:
+    """Router processes by primary, started on first use and kept for the session."""
+
+    def __init__(self, sims: dict[str, SimServer], tmp: Path) -> None:
+        self.sims, self.tmp = sims, tmp
+        self.made: dict[str, Stack] = {}
+
+    def __call__(self, primary: str) -> Stack:
+        if primary not in self.made:
+            policy = fast_policy(self.sims["local"].url, self.sims["bedrock"].url,
+                                 self.sims["sagemaker"].url, primary=primary)
+            self.made[primary] = start_stack(policy, self.sims, self.tmp, primary=primary)
+        return self.made[primary]
+
+
+@pytest.fixture(scope="session")
+def stacks(e2e_ollama: SimServer, e2e_bedrock: SimServer, e2e_sagemaker: SimServer,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    pool = Stacks({"local": e2e_ollama, "bedrock": e2e_bedrock, "sagemaker": e2e_sagemaker},
+                  tmp_path_factory.mktemp("router"))
+    yield pool
+    for st in pool.made.values():
+        st.router.stop()
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Iterator[Stack]:
+    """The router for `request.param` as primary: settled before, checked healthy after."""
+    st = stacks(request.param)
+    st.settle()
+    yield st
+    st.settle()
