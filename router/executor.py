@@ -282,9 +282,11 @@ class Executor:
     # -- streamed ------------------------------------------------------------------------
 
     async def open_stream(self, ctx: RequestContext, plan: Plan) -> StreamSession:
-        ttft = self.policy.stream.first_token_timeout_s
-
         async def attempt(cand: Candidate) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+            # Ollama sends nothing while it loads a cold model: allow the load time.
+            ttft = self.policy.stream.first_token_timeout_s
+            if cand.cold:
+                ttft = max(ttft, self.policy.privacy.load_timeout_s)
             agen = self.backends[cand.backend].stream(self._call(ctx, cand))
             try:
                 first = await asyncio.wait_for(anext(agen), ttft)

@@ -256,3 +256,20 @@ async def test_half_open_lets_one_trial_at_a_time() -> None:
     gate.set()
     await trial
     assert ex.breakers.state_name("local") == "closed"
+
+
+async def test_cold_candidate_gets_the_load_time_for_its_first_token() -> None:
+    gate = asyncio.Event()
+    local = FakeBackend("local", local=True, gate=gate)
+    ex, store, clock, slept, b = setup(local=local)
+    ex.policy = POLICY.model_copy(update={
+        "stream": POLICY.stream.model_copy(update={"first_token_timeout_s": 0.01}),
+        "privacy": POLICY.privacy.model_copy(update={"load_timeout_s": 5.0})})
+    cold = Candidate("local", "gpt-oss:20b", True, "private_local_only", max_wait_s=1.0,
+                     slots=1, cold=True)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, gate.set)  # the "load" outlasts the normal first-token limit
+    session = await ex.open_stream(ctx(clock, "private", stream=True),
+                                   Plan("r", "private", 1, [cold], []))
+    events = [e async for e in session.events()]
+    assert events[-1].finish_reason == "stop" and store.held() == 0
