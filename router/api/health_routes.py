@@ -32,6 +32,7 @@ class HealthRoutes:
         self.service = service
         self._reload = reload
         self._admin_key_hash = admin_key_hash
+        self._fallbacks_seen = 0
 
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -69,6 +70,10 @@ class HealthRoutes:
                 m.vram_used_bytes.labels(backend=name).set(sum(x.size_vram for x in probe.loaded))
         store_status = self.service.store.status()
         m.state_store_degraded.set(1 if store_status.get("degraded") else 0)
+        fallbacks = store_status.get("fallbacks_total")
+        if isinstance(fallbacks, int) and fallbacks > self._fallbacks_seen:
+            m.state_store_fallbacks_total.inc(fallbacks - self._fallbacks_seen)
+            self._fallbacks_seen = fallbacks
         body, ctype = m.render()
         return Response(body, media_type=ctype)
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -147,6 +148,10 @@ def test_redis_restart_mid_load_loses_nothing_and_leaks_no_slot(
                "both replicas to be back on Redis after the load")
     fallbacks = [status(p)["store"]["fallbacks_total"] for p in procs]
     assert all(n >= 1 for n in fallbacks), fallbacks
+    for p in procs:  # ... and the metrics say so too
+        metrics = httpx.get(p.url + "/metrics", timeout=5).text
+        assert "router_state_store_fallbacks_total 1.0" in metrics or (
+            "router_state_store_fallbacks_total 2.0" in metrics), metrics[-2000:]
     rdb = connect_redis(own_redis.url)
     try:
         assert_idle(procs, rdb, prefix)
