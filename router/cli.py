@@ -82,17 +82,24 @@ def explain(
     max_tokens: Annotated[Optional[int], typer.Option()] = None,  # noqa: UP045
     policy: Annotated[Optional[str], typer.Option(help="policy YAML")] = None,  # noqa: UP045
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    url: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="ask a running router (its live queues, VRAM, breakers), e.g. "
+             "http://127.0.0.1:11435")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="HYBRID_ROUTER_API_KEY")] = None,  # noqa: UP045
 ) -> None:
-    """Plan a sample request and print the candidates and reasons. Sends nothing."""
-    from router.explain import explain_offline
+    """Plan a sample request and print the candidates and reasons. Sends nothing upstream."""
+    from router.explain import explain_live, explain_offline
 
-    try:
-        pol = load_policy(policy) if policy else default_policy()
-    except PolicyError as exc:
-        for line in exc.lines:
-            err_console.print(line, markup=False)
-        raise typer.Exit(1) from None
-    result = asyncio.run(explain_offline(pol, model, privacy, prompt_tokens, max_tokens))
+    if url:
+        result = explain_live(url, model, privacy, prompt_tokens, max_tokens, api_key)
+    else:
+        try:
+            pol = load_policy(policy) if policy else default_policy()
+        except PolicyError as exc:
+            for line in exc.lines:
+                err_console.print(line, markup=False)
+            raise typer.Exit(1) from None
+        result = asyncio.run(explain_offline(pol, model, privacy, prompt_tokens, max_tokens))
     if json_out:
         import orjson
 

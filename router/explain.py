@@ -1,11 +1,16 @@
-"""Offline planning for `hybrid-router explain`: the same planner as the server, no I/O.
+"""Planning for `hybrid-router explain`: the same planner as the server.
 
-With no probes and an empty state store, the plan shows what the policy decides for an idle,
-healthy, warm fleet; `POST /v1/router/explain` on a running router shows the live decision.
+Offline (no I/O): with no probes and an empty state store, the plan shows what the policy
+decides for an idle, healthy, warm fleet. Live (`--url`): asks a running router's
+`POST /v1/router/explain`, which plans against its real queues, VRAM and breakers and sends
+nothing upstream.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 from router.errors import RouterError
@@ -47,3 +52,28 @@ async def explain_offline(
         "excluded": [{"backend": e.backend, "reason": e.reason} for e in p.excluded],
         "error": err.body()["error"] if err else None,
     }
+
+
+def explain_live(
+    url: str, model: str, privacy: str, prompt_tokens: int, max_tokens: int | None,
+    api_key: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model,
+                            "messages": [{"role": "user", "content": "x" * (3 * prompt_tokens)}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    headers = {"content-type": "application/json", "x-privacy": privacy}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(url.rstrip("/") + "/v1/router/explain",
+                                 data=json.dumps(body).encode(), headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+    except urllib.error.HTTPError as exc:
+        err = json.loads(exc.read() or b"{}").get("error") or {}
+        return {"error": f"{exc.code}: {err.get('message', exc.reason)}"}
+    except (urllib.error.URLError, OSError) as exc:
+        return {"error": f"cannot reach {url}: {exc}"}

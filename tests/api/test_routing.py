@@ -196,3 +196,21 @@ def test_key_budget_cap_gives_429_budget_exhausted(router: RouterProcess) -> Non
     assert raw.headers["x-router-backend"] == "local"
     text = httpx.get(router.url + "/metrics").text
     assert "router_cloud_spend_usd_total" in text
+
+
+def test_cli_explain_live_asks_the_running_router(router: RouterProcess,
+                                                  ollama_sim: SimServer) -> None:
+    from typer.testing import CliRunner
+
+    from router.cli import app
+
+    before = sim_get(ollama_sim, "/_sim/stats")["requests"]
+    result = CliRunner().invoke(app, ["explain", "--url", router.url, "--api-key", "sk-app",
+                                      "--model", "gpt-oss-120b", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["candidates"][0]["backend"] == "bedrock"
+    assert {"backend": "local", "reason": "vram_insufficient"} in plan["excluded"]
+    assert sim_get(ollama_sim, "/_sim/stats")["requests"] == before  # nothing sent upstream
+    bad = CliRunner().invoke(app, ["explain", "--url", router.url, "--api-key", "nope"])
+    assert bad.exit_code == 1 and "401" in bad.output
