@@ -5,9 +5,7 @@ service times, and the one-round-trip snapshot. Each test uses its own random ke
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,8 +17,9 @@ from router.state.base import BreakerState, Lease
 from router.state.redis_store import RedisStore, redact_url
 
 pytestmark = pytest.mark.redis
-
+pytest_plugins = ["tests.unit.redis_fixtures"]  # raw, prefix
 REDIS_URL = os.environ.get("HR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
 KEY = "ollama-a|gpt-oss:20b"
 
 
@@ -30,30 +29,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await asyncio.wait_for(client.ping(), 2.0)
-    except Exception as exc:  # noqa: BLE001 - any failure means "no Redis": fail loudly
-        await client.aclose()
-        pytest.fail(
-            f"these tests need a real Redis at {REDIS_URL} ({exc!r}); start redis-server "
-            "or set HR_TEST_REDIS_URL", pytrace=False,
-        )
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(raw: Redis) -> AsyncIterator[str]:
-    p = f"hrtest:{secrets.token_hex(6)}:"
-    yield p
-    keys = [k async for k in raw.scan_iter(match=p + "*")]
-    if keys:
-        await raw.delete(*keys)
 
 
 @pytest.fixture

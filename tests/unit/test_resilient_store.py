@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,8 +21,9 @@ from router.state.redis_store import RedisStore
 from router.state.resilient import FallbackStore, build_store
 
 pytestmark = pytest.mark.redis
-
+pytest_plugins = ["tests.unit.redis_fixtures"]  # raw, prefix
 REDIS_URL = os.environ.get("HR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
 KEY = "ollama-a|gpt-oss:20b"
 BOUND = 0.05
 SLACK = 0.25  # scheduling noise on a busy CI machine; still far below any Redis timeout
@@ -74,30 +73,6 @@ class Proxy:
                 w.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await asyncio.wait_for(client.ping(), 2.0)
-    except Exception as exc:  # noqa: BLE001 - any failure means "no Redis": fail loudly
-        await client.aclose()
-        pytest.fail(
-            f"these tests need a real Redis at {REDIS_URL} ({exc!r}); start redis-server "
-            "or set HR_TEST_REDIS_URL", pytrace=False,
-        )
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(raw: Redis) -> AsyncIterator[str]:
-    p = f"hrtest:{secrets.token_hex(6)}:"
-    yield p
-    keys = [k async for k in raw.scan_iter(match=p + "*")]
-    if keys:
-        await raw.delete(*keys)
 
 
 @pytest.fixture
