@@ -5,6 +5,7 @@ service times, and the one-round-trip snapshot. Each test uses its own random ke
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
