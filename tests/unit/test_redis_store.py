@@ -18,7 +18,6 @@ from router.state.base import BreakerState, Lease
 from router.state.redis_store import RedisStore, redact_url
 
 pytestmark = pytest.mark.redis
-pytest_plugins = ["tests.unit.redis_fixtures"]  # raw, prefix
 REDIS_URL = os.environ.get("HR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 KEY = "ollama-a|gpt-oss:20b"

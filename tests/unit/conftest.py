@@ -1,4 +1,5 @@
-"""Real-Redis fixtures shared by the store tests: they FAIL (never skip) without Redis."""
+"""Fixtures for the unit tests: a real Redis (the store tests FAIL, never skip, without one)
+and a per-test key prefix. A conftest, so they win over same-named plugin fixtures."""
 
 from __future__ import annotations
 
