@@ -24,6 +24,7 @@ from starlette.routing import Route
 from router.api.error_responses import error_response
 from router.api.health_routes import HealthRoutes
 from router.api.openai_routes import ChatRoutes
+from router.api.openapi import openapi_json
 from router.audit import AuditLog
 from router.auth import hash_key
 from router.errors import RouterError
@@ -150,6 +151,7 @@ def create_app(
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/admin/reload", health.admin_reload, methods=["POST"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: unexpected})
