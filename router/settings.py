@@ -32,6 +32,14 @@ class RouterSettings(BaseSettings):
     log_level: str = "info"
     grace_s: float = Field(default=30.0, ge=0, description="SIGTERM drain period")
     watch_policy: bool = Field(default=True, description="reload the policy when the file changes")
+    # Request-body limits (api/request_body.py): each is a 400 naming the parameter.
+    max_json_depth: int = Field(
+        default=64, ge=4, description="deepest JSON nesting accepted (the body object is 1)")
+    max_messages: int = Field(default=2048, ge=1, description="messages per request")
+    max_content_parts: int = Field(default=256, ge=1, description="content parts per message")
+    max_tools: int = Field(
+        default=512, ge=1, description="tools per request (and tool calls per message)")
+    max_stop: int = Field(default=4, ge=1, description="stop sequences per request")
     # Inherited from Ollama's and AWS's own conventions for the built-in default policy.
     ollama_host: str | None = Field(default=None, validation_alias="OLLAMA_HOST")
     aws_region: str | None = Field(default=None, validation_alias="AWS_REGION")

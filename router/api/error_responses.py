@@ -20,38 +20,65 @@ from router.errors import InvalidRequest, RouterError
 log = logging.getLogger("router.api")
 
 
+_EXPECTED = {
+    "list_type": "array", "tuple_type": "array", "set_type": "array",
+    "dict_type": "object", "model_type": "object", "model_attributes_type": "object",
+    "dataclass_type": "object", "string_type": "string", "bool_type": "boolean",
+    "bool_parsing": "boolean", "int_type": "integer", "int_parsing": "integer",
+    "int_from_float": "integer", "float_type": "number", "float_parsing": "number",
+}
+_TAG_ERRORS = ("invalid_tag", "union_tag_invalid", "union_tag_not_found")
+
+
+def _is_marker(part: str) -> bool:
+    """Union tags (`~text`) and pydantic's own schema labels (`function-after[f(), str]`)."""
+    return part.startswith("~") or ("[" in part and "(" in part)
+
+
 def param_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif _is_marker(part):
+            continue
         elif not out:
             out = part
-        elif part in ("function-after[_flatten_parts(), union[str,none]]",):
-            continue
         else:
             out += f".{part}"
     return out
 
 
+def _clean(msg: str) -> str:
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return msg.replace("Input should be", "must be").rstrip(".")
+
+
 def from_validation_error(exc: ValidationError) -> InvalidRequest:
     err = exc.errors(include_url=False)[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "(" in p))
-    param = param_path(loc) or None
+    param = param_path(tuple(err["loc"])) or None
     kind = err["type"]
+    ctx = err.get("ctx") or {}
     if kind == "missing":
-        msg = f"Missing required parameter: '{param}'."
-    elif kind in ("list_type", "dict_type", "string_type", "int_type", "float_type", "bool_type",
-                  "model_type", "int_parsing", "float_parsing", "bool_parsing"):
-        expected = kind.split("_")[0].replace("list", "array").replace("dict", "object")
-        expected = expected.replace("model", "object").replace("string", "string")
-        msg = f"Invalid type for '{param}': expected {expected}."
+        why = "" if err["msg"] == "Field required" else f" ({err['msg']})"
+        msg = f"Missing required parameter: '{param}'{why}."
+    elif kind in _EXPECTED:
+        msg = f"Invalid type for '{param}': expected {_EXPECTED[kind]}."
+    elif kind in _TAG_ERRORS:
+        param = f"{param}.type" if param else "type"
+        msg = f"Invalid value for '{param}': {_clean(err['msg'])}."
     elif kind == "literal_error":
-        msg = f"Invalid value for '{param}': {err['msg'].replace('Input should be', 'must be')}."
-    elif kind == "too_short":
+        msg = f"Invalid value for '{param}': {_clean(err['msg'])}."
+    elif kind in ("too_short", "string_too_short") and ctx.get("min_length") == 1:
         msg = f"Invalid '{param}': must not be empty."
+    elif kind == "too_long":
+        msg = f"Invalid '{param}': at most {ctx.get('max_length')} items are allowed."
+    elif kind == "string_too_long":
+        msg = f"Invalid '{param}': at most {ctx.get('max_length')} characters are allowed."
+    elif kind == "string_pattern_mismatch":
+        msg = f"Invalid value for '{param}': must match {ctx.get('pattern')}."
     else:
-        msg = f"Invalid value for '{param}': {err['msg']}."
+        msg = f"Invalid value for '{param}': {_clean(err['msg'])}."
     return InvalidRequest(msg, param=param)
 
 

@@ -1,14 +1,15 @@
 """POST /v1/chat/completions (JSON and SSE), GET /v1/models, POST /v1/router/explain.
 
-Parsing happens once, here, at the edge: size limit, content type, JSON, then `ChatRequest`
-validation; after that the request path works on typed values only. Streams keep the
-contract of design §7: the status line and headers go out only after the first event, so any
-earlier failure can still fail over; a later failure ends the stream with an in-band
-`data: {"error": ...}` event and no `[DONE]`.
+Parsing happens once, at the edge (`api/request_body.py`: content type, size limit, JSON,
+limits, then `ChatRequest` validation); after that the request path works on typed values
+only. Streams keep the contract of design §7: the status line and headers go out only after
+the first event, so any earlier failure can still fail over; a later failure ends the stream
+with an in-band `data: {"error": ...}` event and no `[DONE]`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -19,51 +20,22 @@ from starlette.responses import Response, StreamingResponse
 
 from router.api.error_responses import error_response
 from router.api.openai_wire import ChunkEncoder, completion_body, error_event
-from router.errors import (
-    BackendError,
-    InvalidRequest,
-    PayloadTooLarge,
-    RouterError,
-    Unauthorized,
-    UnsupportedMediaType,
+from router.api.request_body import (
+    CLIENT_GONE_OUTCOME,
+    CLIENT_GONE_STATUS,
+    ClientGone,
+    body_limits,
+    lower_headers,
+    read_chat_request,
+    request_id,
 )
+from router.errors import BackendError, RouterError, Unauthorized
 from router.executor import StreamSession
 from router.ids import new_id
 from router.service import Prepared, RouterService, error_outcome
 from router.types import ChatRequest, Usage
 
-
-def lower_headers(request: Request) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
-
-
-async def read_json(request: Request, limit: int) -> dict[str, object]:
-    ctype = request.headers.get("content-type", "application/json")
-    if "json" not in ctype.lower():
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, got '{ctype}'.", param="Content-Type")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"Request body is {length} bytes; the limit is {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw:
-        raise InvalidRequest("Request body is empty; expected a JSON object.")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Could not parse the JSON body: {exc.msg} (position {exc.pos}).",
-                             code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The JSON body must be an object.")
-    return data
-
+log = logging.getLogger("router.api")
 
 LOOPBACK = ("127.", "::1", "localhost")
 
@@ -87,20 +59,21 @@ class ChatRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         headers = lower_headers(request)
-        rid = headers.get("x-request-id") or new_id("req")
+        rid = request_id(headers)
         headers["x-request-id"] = rid
         base_headers = {"x-request-id": rid}
         prep: Prepared | None = None
         parsed: ChatRequest | None = None
         try:
             self.check_open_access(request)
-            data = await read_json(request, self.limit)
-            parsed = ChatRequest.model_validate(data)
+            parsed = await read_chat_request(request, body_limits(request, self.limit))
             prep = await self.service.prepare(parsed, headers)
             base_headers["x-router-route"] = prep.plan.route
             base_headers["x-router-reason"] = prep.plan.reason
             if prep.plan.error is not None:
                 raise prep.plan.error
+        except ClientGone:
+            return await self._client_gone(rid)
         except (RouterError, ValidationError) as exc:
             resp = error_response(exc, base_headers)
             await self.service.finish(prep, status=resp.status_code, outcome=_outcome(exc),
@@ -177,6 +150,13 @@ class ChatRoutes:
             await self.service.finish(prep, status=status, outcome=outcome, usage=usage,
                                       stream=True)
 
+    async def _client_gone(self, rid: str) -> Response:
+        """The client left while sending its body: one line, one count, nobody to answer."""
+        log.info("client disconnected before its request body was read (request %s)", rid)
+        await self.service.finish(None, status=CLIENT_GONE_STATUS, outcome=CLIENT_GONE_OUTCOME,
+                                  request_id=rid)
+        return Response(status_code=CLIENT_GONE_STATUS)
+
     async def models(self, request: Request) -> Response:
         policy = self.service.policy
         served = {m for cfg in policy.backends.values() for m in cfg.models}
@@ -189,9 +169,10 @@ class ChatRoutes:
         headers = lower_headers(request)
         try:
             self.check_open_access(request)
-            data = await read_json(request, self.limit)
-            parsed = ChatRequest.model_validate(data)
+            parsed = await read_chat_request(request, body_limits(request, self.limit))
             prep = await self.service.prepare(parsed, headers, dry_run=True)
+        except ClientGone:
+            return await self._client_gone(request_id(headers))
         except (RouterError, ValidationError) as exc:
             return error_response(exc)
         return Response(orjson.dumps(plan_json(prep)), media_type="application/json")

@@ -44,9 +44,44 @@ def test_reasoning_effort_forms() -> None:
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
     ({"n": 3}, "n"),
     ({"top_p": 2}, "top_p"),
+    ({"stream": "yes"}, "stream"),
+    ({"temperature": True}, "temperature"),
+    ({"max_tokens": "10"}, "max_tokens"),
+    ({"max_completion_tokens": 1.5}, "max_completion_tokens"),
+    ({"seed": 2**70}, "seed"),
+    ({"response_format": {"type": "json_schema", "json_schema": 5}},
+     "response_format.json_schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+     "response_format.json_schema.name"),
+    ({"response_format": {}}, "response_format.type"),
+    ({"tool_choice": {"type": "function", "function": ["x"]}}, "tool_choice.function"),
+    ({"tool_choice": 5}, "tool_choice"),
+    ({"stop": 5}, "stop"),
+    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+    ({"messages": [{"role": "tool", "tool_call_id": "", "content": "x"}]},
+     "messages[0].tool_call_id"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
 ])
 def test_invalid_bodies_name_the_param(body: dict[str, object], param: str) -> None:
     with pytest.raises(ValidationError) as info:
         req(**body)
     err = from_validation_error(info.value)
     assert err.status == 400 and err.param == param
+
+
+def test_backends_keep_reading_plain_shapes() -> None:
+    r = req(tool_choice={"type": "function", "function": {"name": "f", "extra": 1}},
+            response_format={"type": "json_schema", "json_schema": {
+                "name": "n", "schema": {"type": "object"}, "strict": True, "junk": 1}},
+            stop="END", stream_options={"include_usage": False})
+    assert r.tool_choice == {"type": "function", "function": {"name": "f"}}
+    assert r.response_format == {"type": "json_schema", "json_schema": {
+        "name": "n", "schema": {"type": "object"}, "strict": True}}
+    assert r.stop == ["END"] and not r.include_usage
+    assert req(tool_choice="auto").tool_choice == "auto"
+    assert req(response_format={"type": "json_object"}).response_format == {"type": "json_object"}
+    assert req(temperature=1).temperature == 1.0  # an int is fine for a float
+    dumped = r.model_dump()
+    assert dumped["tool_choice"] == r.tool_choice and dumped["response_format"] == r.response_format
+    assert ChatRequest.model_validate(dumped).tool_choice == r.tool_choice
