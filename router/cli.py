@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from router.policy.loader import PolicyError, default_policy, load_policy
+from router.policy.loader import PolicyError, default_policy, load_policy, policy_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="hybrid-router: one OpenAI-compatible endpoint over local Ollama and "
@@ -60,17 +60,22 @@ def serve(
 
 @app.command()
 def check(files: Annotated[list[Path], typer.Argument(help="policy files to validate")]) -> None:
-    """Validate policy files: exit 0 when all are valid, 1 with one line per problem."""
+    """Validate policy files: exit 0 when all are valid, 1 with one line per problem.
+
+    Valid files may also print warnings (exit 0): e.g. an `ollama` backend model that is one of
+    Ollama's cloud models, which never serves private requests."""
     bad = False
     for f in files:
         try:
-            load_policy(f)
+            policy_obj = load_policy(f)
         except PolicyError as exc:
             bad = True
             for line in exc.lines:
                 err_console.print(line, markup=False, soft_wrap=True)
         else:
             console.print(f"{f}: ok", markup=False)
+            for line in policy_warnings(policy_obj):
+                console.print(f"{f}: warning: {line}", markup=False, soft_wrap=True)
     raise typer.Exit(1 if bad else 0)
 
 
@@ -118,6 +123,8 @@ def explain(
     for e in result["excluded"]:
         table.add_row("-", e["backend"], "", "excluded", e["reason"], "")
     console.print(table)
+    for note in result.get("notes") or ():
+        console.print(f"note: {note}", markup=False)
     if result.get("error"):
         console.print(f"[red]would fail:[/] {result['error']['message']}")
 

@@ -12,6 +12,10 @@
     │   └── BudgetExhausted              429 code=budget_exhausted
     ├── NoLocalCapacity                  503 code=no_local_capacity (Retry-After)
     ├── DeadlineExceeded                 504
+    ├── InternalError                    500 code=internal_error: the router's own bug; never
+    │   │                                 retried, failed over or counted against a breaker
+    │   └── RequestBuildError            a backend failed to translate a request to its wire
+    │                                     format (raised before anything is sent)
     └── BackendError                     502 unless a subclass says otherwise; carries `backend`
         ├── BackendUnavailable           connection refused/reset, 5xx, busy    retryable
         ├── BackendTimeout               read/connect timeout, no first token   retryable
@@ -25,7 +29,8 @@
                                           before the first byte reached the client
     AllBackendsFailed                    the last backend error, with every attempt's error
 
-Backends raise BackendError subclasses only (mapped by type or code inside each backend);
+Backends raise BackendError subclasses only (mapped by type or code inside each backend), and
+RequestBuildError for an unexpected exception while building a request;
 `api/error_responses.py` is the only place that turns any of these into an OpenAI body.
 """
 
@@ -128,6 +133,45 @@ class DeadlineExceeded(RouterError):
     status = 504
     type = "api_error"
     code = "deadline_exceeded"
+
+
+class InternalError(RouterError):
+    """A bug in the router. The client gets a generic 500; the detail goes to the log only."""
+
+    status = 500
+    type = "api_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, backend: str = "", where: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.where = where  # exception type and code location, for the log (never prompt text)
+
+
+class RequestBuildError(InternalError):
+    """A backend's request builder raised: the router's bug, not an outage of the backend."""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, backend: str) -> RequestBuildError:
+        return cls(f"The router could not prepare this request for backend '{backend}' (an "
+                   "internal error; it has been logged).", backend=backend,
+                   where=describe_exception(exc))
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`TypeError at router/backends/ollama.py:212 in _payload`: the type and the innermost
+    frame, without the exception's message (which could quote request content)."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    where = last.filename
+    marker = where.rfind("/router/")
+    if marker >= 0:
+        where = where[marker + 1 :]
+    return f"{type(exc).__name__} at {where}:{last.lineno} in {last.name}"
 
 
 class BackendError(RouterError):

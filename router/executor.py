@@ -2,7 +2,8 @@
 
 For each candidate in plan order:
 1. re-check privacy at the moment of sending (a private request is never attempted on a
-   backend that is not `local: true`, whatever the plan says);
+   backend that is not `local: true`, nor on one of Ollama's cloud models, by its tag or as the
+   backend last saw it, whatever the plan says);
 2. skip it at no cost if its breaker is open;
 3. for a local backend, take a slot in the capacity ledger (FIFO wait up to the candidate's
    bound); the slot is released on every path;
@@ -10,9 +11,14 @@ For each candidate in plan order:
 5. on a failure that another backend could fix, fail over to the next candidate.
 
 Streams: `open_stream` fails over freely until the first event arrives (time-to-first-token
-limit applies); after that `StreamSession.events()` enforces the idle-gap limit and raises on a
-cut, stall or malformed stream, so the HTTP layer can end it with an in-band error and no
-`[DONE]` — never a truncated answer that looks complete.
+limit applies); after that `StreamSession.events()` (`stream_session.py`) enforces the idle-gap
+limit and raises on a cut, stall or malformed stream, so the HTTP layer can end it with an
+in-band error and no `[DONE]` — never a truncated answer that looks complete.
+
+The router's own bugs are not outages: an InternalError (RequestBuildError: a backend failed to
+build its request) or any other unexpected exception from an attempt ends the request at once
+as a 500 `internal_error` — no retry, no failover, no breaker failure, the slot released — and
+is logged with its type and code location only (never its message, which may quote a prompt).
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from router.backends.base import Backend, BackendCall
+from router.backends.ollama_cloud import is_cloud_tag
 from router.context import AttemptRecord, RequestContext
 from router.errors import (
     AllBackendsFailed,
@@ -35,14 +42,18 @@ from router.errors import (
     BackendTimeout,
     BudgetExhausted,
     DeadlineExceeded,
+    InternalError,
     NoLocalCapacity,
     RouterError,
+    describe_exception,
 )
 from router.planner import Candidate, Plan
 from router.policy.schema import Policy
 from router.resilience.circuit import BreakerBook
 from router.resilience.retry import RetryBudget, call_with_retries
 from router.state.base import Lease, StateStore, slot_key
+from router.stream_session import StreamSession as StreamSession
+from router.stream_session import aclose_quietly
 from router.types import ChatResult, StreamEvent
 
 log = logging.getLogger("router.executor")
@@ -103,10 +114,34 @@ class Executor:
 
     # -- shared pieces -------------------------------------------------------------------
 
-    def _is_local(self, backend: str) -> bool:
+    def _is_local(self, backend: str, model_id: str) -> bool:
         cfg = self.policy.backends.get(backend)
         impl = self.backends.get(backend)
-        return bool(cfg is not None and cfg.local and impl is not None and impl.local)
+        if not (cfg is not None and cfg.local and impl is not None and impl.local):
+            return False
+        if is_cloud_tag(model_id):
+            return False  # Ollama forwards it to ollama.com
+        serves_locally = getattr(impl, "serves_locally", None)
+        return not callable(serves_locally) or bool(serves_locally(model_id))
+
+    def _not_an_outage(self, ctx: RequestContext, cand: Candidate, record: AttemptRecord,
+                       exc: Exception) -> RouterError:
+        """What to raise for a non-BackendError from an attempt: the router's own RouterError as
+        it is; a bug (RequestBuildError, anything else) logged by type and place only, as a
+        500 internal_error."""
+        if isinstance(exc, RouterError) and not isinstance(exc, InternalError):
+            record.outcome = exc.code or "error"
+            return exc
+        record.outcome = "internal_error"
+        if isinstance(exc, InternalError):
+            err, where = exc, exc.where
+        else:
+            where = describe_exception(exc)
+            err = InternalError("The router hit an internal error; it has been logged.",
+                                backend=cand.backend, where=where)
+        log.error("internal error on an attempt to %s (req %s): %s; not retried, no failover",
+                  cand.backend, ctx.request_id, where or type(exc).__name__)
+        return err
 
     def _remaining(self, ctx: RequestContext) -> float:
         return ctx.deadline - self.clock()
@@ -143,9 +178,10 @@ class Executor:
         errors: list[BackendError] = []
         failed_window = 0
         for cand in plan.candidates:
-            if ctx.facts.privacy == "private" and not self._is_local(cand.backend):
-                log.critical("blocked a private request from non-local backend %s (req %s)",
-                             cand.backend, ctx.request_id)
+            if ctx.facts.privacy == "private" and not self._is_local(cand.backend,
+                                                                    cand.model_id):
+                log.critical("blocked a private request from non-local backend %s, model %s "
+                             "(req %s)", cand.backend, cand.model_id, ctx.request_id)
                 continue
             if failed_window and cand.context_window and cand.context_window <= failed_window:
                 continue
@@ -175,6 +211,9 @@ class Executor:
                                                                        CircuitOpened)):
                     continue
                 raise
+            except Exception as exc:  # the router's own: no retry, no failover, no breaker
+                await self._release(lease)
+                raise self._not_an_outage(ctx, cand, record, exc)  # noqa: B904 - chained
             except BaseException:
                 await self._release(lease)
                 record.outcome = "cancelled"
@@ -291,14 +330,14 @@ class Executor:
             try:
                 first = await asyncio.wait_for(anext(agen), ttft)
             except TimeoutError:
-                await _aclose(agen)
+                await aclose_quietly(agen)
                 raise BackendTimeout(f"no first token from '{cand.backend}' within {ttft:g}s",
                                      backend=cand.backend) from None
             except StopAsyncIteration:
                 raise BackendStreamError("the stream ended before any token",
                                          backend=cand.backend) from None
             except BaseException:
-                await _aclose(agen)
+                await aclose_quietly(agen)
                 raise
             return agen, first
 
@@ -306,98 +345,3 @@ class Executor:
                                                                 keep_lease=True)
         ctx.first_token_at = self.clock()
         return StreamSession(self, ctx, cand, agen, first, lease)
-
-
-async def _aclose(agen: AsyncIterator[Any]) -> None:
-    closer = getattr(agen, "aclose", None)
-    if closer is not None:
-        try:
-            await closer()
-        except Exception:  # noqa: BLE001 - closing a broken upstream must not mask the error
-            log.debug("error closing upstream stream", exc_info=True)
-
-
-class StreamSession:
-    """A stream whose first event has arrived; owns the local slot until it ends."""
-
-    def __init__(
-        self,
-        executor: Executor,
-        ctx: RequestContext,
-        cand: Candidate,
-        agen: AsyncIterator[StreamEvent],
-        first: StreamEvent,
-        lease: Lease | None,
-    ) -> None:
-        self.executor = executor
-        self.ctx = ctx
-        self.candidate = cand
-        self._agen = agen
-        self.first = first
-        self._lease = lease
-        self.error: BackendError | None = None
-        self.finished = False
-        self._closed = False
-        self._task: asyncio.Task[Any] | None = None
-        self._interrupted: str | None = None
-
-    def interrupt(self, reason: str) -> None:
-        """End the stream at once with an error (shutdown grace running out)."""
-        if self._interrupted is None and not self.finished:
-            self._interrupted = reason
-            if self._task is not None:
-                self._task.cancel()
-
-    async def events(self) -> AsyncIterator[StreamEvent]:
-        """Yield every event; raise BackendStreamError/BackendTimeout if the stream breaks."""
-        ex = self.executor
-        idle = ex.policy.stream.idle_timeout_s
-        backend = self.candidate.backend
-        self._task = asyncio.current_task()
-        try:
-            event = self.first
-            while True:
-                yield event
-                if event.finish_reason is not None:
-                    self.finished = True
-                    return
-                remaining = ex._remaining(self.ctx)
-                try:
-                    # One timer per stream, re-armed per event (wait_for makes a task a token).
-                    async with asyncio.timeout(min(idle, max(remaining, 0.0))):
-                        event = await anext(self._agen)
-                except TimeoutError:
-                    raise BackendTimeout(
-                        f"'{backend}' stalled: no token for {idle:g}s" if remaining > idle
-                        else "the request's deadline passed mid-stream",
-                        backend=backend, code="stream_stalled") from None
-                except StopAsyncIteration:
-                    raise BackendStreamError(
-                        f"'{backend}' ended the stream without finishing the answer",
-                        backend=backend, code="stream_truncated") from None
-                except asyncio.CancelledError:
-                    if self._interrupted is None or self._task is None:
-                        raise
-                    self._task.uncancel()
-                    raise BackendStreamError(self._interrupted, backend=backend,
-                                             code="stream_interrupted") from None
-        except BackendError as exc:
-            self.error = exc
-            if ex.hooks.on_stream_error:
-                ex.hooks.on_stream_error(backend, exc.code or "error")
-            await ex.breakers.record_failure(backend, exc)
-            raise
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        lease, self._lease = self._lease, None
-        await _aclose(self._agen)
-        ex = self.executor
-        if lease is not None:
-            if self.finished:
-                lease.service_time_s = ex.clock() - (self.ctx.admitted_at or self.ctx.started)
-            await ex._release(lease)

@@ -4,6 +4,10 @@ Offline (no I/O): with no probes and an empty state store, the plan shows what t
 decides for an idle, healthy, warm fleet. Live (`--url`): asks a running router's
 `POST /v1/router/explain`, which plans against its real queues, VRAM and breakers and sends
 nothing upstream.
+
+`notes` says in words what a reason code alone cannot: an `ollama` backend whose model id is one
+of Ollama's cloud models (forwarded to ollama.com) is not local and never serves private
+requests (reason `ollama_cloud_model`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from router.backends.configs import OllamaConfig
+from router.backends.ollama_cloud import cloud_reason
 from router.errors import RouterError
 from router.planner import PlannerState, RequestFacts, plan
 from router.policy.schema import Policy, normalise_model_name
@@ -51,7 +57,19 @@ async def explain_offline(
         ],
         "excluded": [{"backend": e.backend, "reason": e.reason} for e in p.excluded],
         "error": err.body()["error"] if err else None,
+        "notes": ollama_cloud_notes(policy, logical),
     }
+
+
+def ollama_cloud_notes(policy: Policy, logical: str) -> list[str]:
+    """One line per `ollama` backend that serves `logical` as one of Ollama's cloud models."""
+    notes = []
+    for name, cfg in policy.backends.items():
+        model_id = cfg.models.get(logical)
+        why = cloud_reason(model_id, None) if isinstance(cfg, OllamaConfig) and model_id else None
+        if why:
+            notes.append(f"{name}: {why}; it is not local and never serves private requests")
+    return notes
 
 
 def explain_live(

@@ -5,10 +5,12 @@ an ordered list of candidates plus every excluded backend with a short machine-r
 (design §5). Order of the decision:
 
 1. the first route whose `match` fits the request;
-2. filter each target by privacy (a private request never gets a non-local candidate), by the
+2. filter each target by privacy (a private request never gets a non-local candidate, and one
+   of Ollama's cloud models on an `ollama` backend is not local: `ollama_cloud_model`), by the
    model being served, by the context window, by health (breaker) and by budget;
 3. local candidates that fit in VRAM and whose estimated wait is within the bound come first
-   (shortest wait first, across several hosts); then cloud targets in policy order; then, for
+   (shortest wait first, across several hosts); then cloud targets (Ollama cloud models
+   included, for standard requests) in policy order; then, for
    standard requests only, local candidates that are cold or over the wait bound (last resort).
 """
 
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 
 from router.backends.base import ProbeResult
 from router.backends.configs import OllamaConfig
+from router.backends.ollama_cloud import REASON as OLLAMA_CLOUD_MODEL
+from router.backends.ollama_cloud import is_cloud_model
 from router.errors import BudgetExhausted, ContextLengthExceeded, NoLocalCapacity, RouterError
 from router.policy.schema import Policy, Route
 from router.state.base import SlotLoad, slot_key
@@ -192,10 +196,14 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
         if private and not cfg.local:
             excluded.append(Excluded(name, "private_local_only"))
             continue
+        ollama_cloud = isinstance(cfg, OllamaConfig) and is_cloud_model(model_id, view.probe)
+        if private and ollama_cloud:
+            excluded.append(Excluded(name, OLLAMA_CLOUD_MODEL))
+            continue
         if not view.healthy:
             excluded.append(Excluded(name, "local_unhealthy" if cfg.local else "unhealthy"))
             continue
-        if isinstance(cfg, OllamaConfig):
+        if isinstance(cfg, OllamaConfig) and not ollama_cloud:
             fit = _local_fit(policy, cfg, view, facts.model, model_id, needed)
             if fit.excluded:
                 excluded.append(Excluded(name, fit.reason or "excluded"))

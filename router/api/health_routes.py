@@ -111,6 +111,14 @@ class HealthRoutes:
                         "estimated_wait_s": estimated_wait(load, getattr(cfg, "parallel", 1)),
                     }
                 entry["queues"] = queues
+                # Ollama's own cloud: whether the host has it off, and models it forwards.
+                from router.backends.ollama_cloud import cloud_features, cloud_reason
+
+                entry["ollama_cloud"] = cloud_features(probe)
+                entry["not_local_models"] = {
+                    logical: {"model_id": mid, "reason": "ollama_cloud_model", "why": why}
+                    for logical, mid in cfg.models.items()
+                    if (why := cloud_reason(mid, probe)) is not None}
             backends[name] = entry
         return _json({
             "backends": backends,

@@ -33,7 +33,8 @@ Errors (by exception type, then `Error.Code` — case-insensitive, so the in-str
     AccessDenied / UnrecognizedClient /      BackendAuthError     not retryable
       signature/token errors, no credentials
     ResourceNotFoundException                BackendModelMissing  not retryable
-    ParamValidationError (client side)       BackendRejected
+    ParamValidationError (client side)       BackendRejected, a generic message (botocore's
+                                             parameter paths only in the debug log)
     ReadTimeoutError / ConnectTimeoutError   BackendTimeout       (urllib3's too, raised mid-stream)
     EndpointConnectionError / ConnectionClosedError / other connection errors
                                              BackendUnavailable
@@ -64,6 +65,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -74,7 +77,7 @@ import urllib3.exceptions
 from botocore.eventstream import ParserError
 
 from router.backends.aws_common import AWS_EXECUTOR, iterate_sync, make_client, run_sync
-from router.backends.base import BackendCall, ProbeResult
+from router.backends.base import BackendCall, ProbeResult, build_request
 from router.backends.bedrock_converse import (
     CONTEXT_STOP,
     MALFORMED_STOPS,
@@ -100,6 +103,11 @@ from router.errors import (
     BackendUnavailable,
 )
 from router.types import ChatResult, StreamEvent, Usage
+
+log = logging.getLogger("router.backends.bedrock")
+# botocore's report lines: `Invalid length for parameter messages[0].content[1].text, value: 0,
+# valid min length: 1` (the value part may quote request text: only the path is logged).
+_PARAM_PATH = re.compile(r"parameter ([\w.\[\]]+)")
 
 DEFAULT_CONTEXT_WINDOW = 128_000  # gpt-oss on Bedrock (protocols.md §2.1)
 CONTEXT_MARGIN = 0.75  # a ValidationException this close to the window is a context error
@@ -195,7 +203,7 @@ def map_error(exc: Exception, a: _Attempt) -> BackendError | None:
     if isinstance(exc, ParserError | bce.ResponseStreamingError | urllib3.exceptions.ProtocolError):
         return BackendStreamError(text, **kw)
     if isinstance(exc, bce.ParamValidationError):
-        return BackendRejected(text, **kw)
+        return _param_validation(exc, a)
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return BackendAuthError(text, **kw)
     if isinstance(exc, bce.ConnectionError | bce.HTTPClientError | urllib3.exceptions.HTTPError):
@@ -203,6 +211,19 @@ def map_error(exc: Exception, a: _Attempt) -> BackendError | None:
     if isinstance(exc, bce.BotoCoreError):
         return BackendError(text, retryable=False, **kw)
     return None
+
+
+def _param_validation(exc: Exception, a: _Attempt) -> BackendError:
+    """botocore's client-side validation names its internal parameter paths and can quote
+    values: the client gets a generic message, the log (debug) only the paths."""
+    report = str(getattr(exc, "kwargs", {}).get("report") or "")
+    paths = sorted(set(_PARAM_PATH.findall(report)))
+    log.debug("bedrock: botocore refused the Converse request (%s) at %s", a.backend,
+              ", ".join(paths) or "?")
+    return BackendRejected(
+        "the request could not be translated for Bedrock: a field has a value Bedrock's "
+        "Converse API does not accept (for example an empty message, tool name or stop "
+        "sequence); check the messages and tools", backend=a.backend)
 
 
 @contextlib.contextmanager
@@ -308,6 +329,11 @@ class BedrockBackend:
             read_timeout_s=config.timeouts.read_s,
         )
 
+    def prepare(self, call: BackendCall) -> tuple[dict[str, Any], _Attempt]:
+        """Converse kwargs for one attempt; raises BackendContextExceeded, BackendRejected or
+        RequestBuildError (a bug in the mapping), and sends nothing."""
+        return build_request(self.name, lambda: self._prepare(call))
+
     def _prepare(self, call: BackendCall) -> tuple[dict[str, Any], _Attempt]:
         request = call.request
         window = self.config.context_window or DEFAULT_CONTEXT_WINDOW
@@ -322,7 +348,7 @@ class BedrockBackend:
             raise BackendRejected(str(exc), backend=self.name, param="messages") from exc
 
     async def chat(self, call: BackendCall) -> ChatResult:
-        kwargs, attempt = self._prepare(call)
+        kwargs, attempt = self.prepare(call)
         with _mapped(attempt):
             response = await run_sync(self._client.converse, **kwargs)
         result, stop = parse_converse(response)
@@ -344,7 +370,7 @@ class BedrockBackend:
             raise
 
     async def stream(self, call: BackendCall) -> AsyncIterator[StreamEvent]:
-        kwargs, attempt = self._prepare(call)
+        kwargs, attempt = self.prepare(call)
         state = _StreamState(attempt)
         with _mapped(attempt):
             response = await self._open(kwargs)

@@ -10,7 +10,8 @@ string -> input object); an assistant turn with neither text nor tool calls is d
 (Converse rejects empty content, and a reasoning-only turn is not sent); tool results -> a user
 message of `toolResult` blocks; consecutive same-role turns are merged (Converse requires
 user/assistant alternation). Tool schemas lose `$schema`, `$id`, `additionalProperties`, `strict`.
-tool_choice: auto -> `auto`, required -> `any`, a named function -> `tool`, none -> no toolConfig
+tool_choice: auto -> `auto`, required -> `any`, a named function -> `tool`, any other shape -> no
+toolChoice (the mapping is total over whatever the request type holds), none -> no toolConfig
 unless the history holds toolUse/toolResult blocks (Converse then requires toolConfig, so the
 tools are sent without a toolChoice). History tool calls whose tool is not in `tools` get a
 minimal spec. `reasoning_effort` -> `additionalModelRequestFields.reasoning_effort` (flat field).
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from router.backends.base import plain
 from router.tokens import estimate_prompt_tokens
 from router.types import ChatRequest, ChatResult, FunctionCall, Message, ToolCall, Usage
 
@@ -135,14 +137,19 @@ def _history_tools(turns: list[dict[str, Any]]) -> tuple[bool, list[str]]:
     return used, names
 
 
-def _tool_choice(choice: str | dict[str, Any] | None) -> dict[str, Any] | None:
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    """Total over any shape: a string mode, `{"type": "function", "function": {"name": ...}}`
+    (or the flat `{"type": "function", "name": ...}`), as a dict or a typed model. Anything
+    else maps to no toolChoice (Converse's default, auto) rather than an error."""
+    choice = plain(choice)
     if choice == "auto":
         return {"auto": {}}
     if choice == "required":
         return {"any": {}}
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        if name:
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else choice.get("name")
+        if isinstance(name, str) and name:
             return {"tool": {"name": name}}
     return None
 
@@ -162,7 +169,7 @@ def _tool_config(request: ChatRequest, turns: list[dict[str, Any]]) -> dict[str,
         if name not in known:
             specs.append({"toolSpec": {"name": name, "inputSchema": {
                 "json": {"type": "object", "properties": {}}}}})
-    if not specs or (request.tool_choice == "none" and not history_uses_tools):
+    if not specs or (plain(request.tool_choice) == "none" and not history_uses_tools):
         return None
     config: dict[str, Any] = {"tools": specs}
     choice = _tool_choice(request.tool_choice) if request.tools else None
@@ -185,7 +192,8 @@ def converse_request(request: ChatRequest, model_id: str) -> dict[str, Any]:
     if request.top_p is not None:
         inference["topP"] = request.top_p
     if request.stop:
-        inference["stopSequences"] = list(request.stop)
+        stop = plain(request.stop)
+        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
     if inference:
         kwargs["inferenceConfig"] = inference
     tool_config = _tool_config(request, turns)

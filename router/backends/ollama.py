@@ -1,13 +1,16 @@
 """Ollama backend: the native API, `POST /api/chat` (protocols.md §1).
 
-Wire API: JSON over HTTP. Requests carry `model`, `messages` (assistant reasoning as
-`thinking`, tool-call arguments as JSON objects, tool results with `tool_name` and
-`tool_call_id`), `tools`, `think` (gpt-oss effort), `options` (temperature, top_p, seed,
-stop, num_predict, num_ctx), `format` and `keep_alive`. Streams are NDJSON, one object a line,
-ending with a `done:true` line carrying `done_reason` and token counts; an `{"error": ...}` line
-after output has started is an in-band failure.
+Wire API: JSON over HTTP; the request body is built in `ollama_wire.py`. Streams are NDJSON,
+one object a line, ending with a `done:true` line carrying `done_reason` and token counts; an
+`{"error": ...}` line after output has started is an in-band failure.
 Probes: `GET /api/version` and `GET /api/ps` (resident models, VRAM share, context length),
-plus free GPU memory from NVML when the router runs on the GPU host.
+plus free GPU memory from NVML when the router runs on the GPU host; `GET /api/tags` (the models
+it forwards to ollama.com carry `remote_host`) and `GET /api/status` (whether its cloud features
+are disabled, 0.16.2+), both optional (see `ollama_cloud.py`). `serves_locally` says whether a
+model id runs on this host: not an Ollama cloud model by its tag, by the last probe, or by a
+chat answer that came back with `remote_host`.
+Request building (`prepare`) runs before the connection is opened: a bug in it is a
+RequestBuildError, never "Ollama unreachable".
 Auth: none (Ollama has no authentication; keep it on a trusted network).
 Limits: Ollama serves `OLLAMA_NUM_PARALLEL` requests per model at once and queues up to
 `OLLAMA_MAX_QUEUE` (503 beyond); loading a model sends nothing until it is resident.
@@ -21,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import random
-import string
 import time
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
@@ -30,9 +31,11 @@ from typing import Any, NoReturn
 import aiohttp
 import orjson
 
-from router.backends.base import BackendCall, LoadedModel, ProbeResult
+from router.backends.base import BackendCall, LoadedModel, ProbeResult, build_request
 from router.backends.configs import OllamaConfig
 from router.backends.gpu import read_gpu_memory
+from router.backends.ollama_cloud import cloud_status, is_cloud_tag, remote_host, remote_models
+from router.backends.ollama_wire import build_payload, tool_calls
 from router.errors import (
     BackendAuthError,
     BackendError,
@@ -44,22 +47,13 @@ from router.errors import (
     BackendUnavailable,
 )
 from router.types import (
-    ChatRequest,
     ChatResult,
-    FunctionCall,
-    Message,
     StreamEvent,
-    ToolCall,
     Usage,
 )
 
-_ID_CHARS = string.ascii_lowercase + string.digits
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _FINISH = {"stop": "stop", "length": "length"}
-
-
-def _call_id() -> str:
-    return "call_" + "".join(random.choices(_ID_CHARS, k=8))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -77,62 +71,6 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _args_object(arguments: str) -> dict[str, Any]:
-    try:
-        args = orjson.loads(arguments) if arguments else {}
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict):
-        raise BackendRejected(
-            "tool call arguments must be a JSON object for Ollama", param="messages"
-        )
-    return args
-
-
-def _messages(msgs: list[Message]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    names: dict[str, str] = {}
-    for m in msgs:
-        role = m.role
-        if role == "assistant":
-            d: dict[str, Any] = {"role": "assistant", "content": m.content or ""}
-            if m.reasoning:
-                d["thinking"] = m.reasoning
-            if m.tool_calls:
-                calls = []
-                for i, tc in enumerate(m.tool_calls):
-                    names[tc.id] = tc.function.name
-                    fn = {"index": i, "name": tc.function.name,
-                          "arguments": _args_object(tc.function.arguments)}
-                    calls.append({"id": tc.id, "function": fn})
-                d["tool_calls"] = calls
-        elif role == "tool":
-            d = {"role": "tool", "content": m.content or ""}
-            name = names.get(m.tool_call_id or "") or m.name
-            if name:
-                d["tool_name"] = name
-            if m.tool_call_id:
-                d["tool_call_id"] = m.tool_call_id
-        else:
-            d = {"role": "system" if role == "developer" else role, "content": m.content or ""}
-        out.append(d)
-    return out
-
-
-def _tool_calls(raw: Any) -> list[ToolCall]:
-    calls: list[ToolCall] = []
-    for tc in raw or ():
-        fn = tc.get("function") or {}
-        args = fn.get("arguments")
-        if not isinstance(args, str):
-            args = orjson.dumps(args if args is not None else {}).decode()
-        calls.append(ToolCall.model_construct(
-            id=tc.get("id") or _call_id(), type="function",
-            function=FunctionCall.model_construct(name=str(fn.get("name") or ""), arguments=args),
-        ))
-    return calls
-
-
 class OllamaBackend:
     """One Ollama host."""
 
@@ -148,6 +86,7 @@ class OllamaBackend:
         )
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._remote: dict[str, str] = {}  # model id -> remote host, from probes and answers
 
     # -- plumbing ---------------------------------------------------------------------------
     def _http(self) -> aiohttp.ClientSession:
@@ -167,44 +106,21 @@ class OllamaBackend:
         )
 
     def _post(
-        self, call: BackendCall, stream: bool
+        self, call: BackendCall, payload: bytes
     ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        return self._http().post(self._chat_url, data=self._payload(call, stream),
+        return self._http().post(self._chat_url, data=payload,
                                  headers=_HEADERS, timeout=self._timeout_for(call))
 
+    def serves_locally(self, model_id: str) -> bool:
+        """False for one of Ollama's cloud models (by its tag, or as this host reported it)."""
+        return not is_cloud_tag(model_id) and remote_host(model_id, self._remote) is None
+
+    def prepare(self, call: BackendCall, stream: bool) -> bytes:
+        """The `/api/chat` body; raises BackendRejected or RequestBuildError, sends nothing."""
+        return build_request(self.name, lambda: self._payload(call, stream))
+
     def _payload(self, call: BackendCall, stream: bool) -> bytes:
-        req: ChatRequest = call.request
-        body: dict[str, Any] = {"model": call.model_id, "messages": _messages(req.messages),
-                                "stream": stream}
-        if req.tools and req.tool_choice != "none":
-            body["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
-        if req.reasoning_effort:
-            body["think"] = req.reasoning_effort
-        opts: dict[str, Any] = {}
-        if req.temperature is not None:
-            opts["temperature"] = req.temperature
-        if req.top_p is not None:
-            opts["top_p"] = req.top_p
-        if req.seed is not None:
-            opts["seed"] = req.seed
-        if req.stop:
-            opts["stop"] = req.stop
-        if req.max_tokens is not None:
-            opts["num_predict"] = req.max_tokens
-        if self.config.num_ctx:
-            opts["num_ctx"] = self.config.num_ctx
-        if opts:
-            body["options"] = opts
-        rf = req.response_format
-        if rf:
-            if rf.get("type") == "json_object":
-                body["format"] = "json"
-            elif rf.get("type") == "json_schema":
-                schema = (rf.get("json_schema") or {}).get("schema")
-                body["format"] = schema if isinstance(schema, dict) else "json"
-        if self.config.keep_alive is not None:
-            body["keep_alive"] = self.config.keep_alive
-        return orjson.dumps(body)
+        return build_payload(call, self.config, stream)
 
     def _raise_for_exc(self, exc: BaseException, started: bool = False) -> NoReturn:
         if isinstance(exc, BackendError):
@@ -242,15 +158,18 @@ class OllamaBackend:
 
     # -- chat -------------------------------------------------------------------------------
     async def chat(self, call: BackendCall) -> ChatResult:
+        payload = self.prepare(call, stream=False)
         try:
-            async with self._post(call, stream=False) as resp:
+            async with self._post(call, payload) as resp:
                 if resp.status != 200:
                     await self._raise_for_status(resp)
                 raw = await resp.read()
         except Exception as exc:  # noqa: BLE001 - mapped to the error tree
             self._raise_for_exc(exc)
         try:
-            return self._result(orjson.loads(raw))
+            data = orjson.loads(raw)
+            self._note_remote(call.model_id, data)
+            return self._result(data)
         except BackendError:
             raise
         except (ValueError, TypeError, AttributeError):  # orjson.JSONDecodeError is a ValueError
@@ -258,13 +177,19 @@ class OllamaBackend:
                 "ollama sent a malformed response", backend=self.name
             ) from None
 
+    def _note_remote(self, model_id: str, data: Any) -> None:
+        """An answer that says it came from a remote host marks the model as not local."""
+        host = data.get("remote_host") if isinstance(data, dict) else None
+        if host and model_id not in self._remote:
+            self._remote[model_id] = str(host)
+
     def _result(self, data: Any) -> ChatResult:
         if "error" in data:
             raise BackendUnavailable(f"ollama error: {data['error']}", backend=self.name)
         if data.get("done") is False:
             raise BackendStreamError("ollama response was not done", backend=self.name)
         msg = data.get("message") or {}
-        calls = _tool_calls(msg.get("tool_calls"))
+        calls = tool_calls(msg.get("tool_calls"))
         return ChatResult(
             content=msg.get("content") or ("" if not calls else None),
             reasoning=msg.get("thinking") or None,
@@ -274,9 +199,10 @@ class OllamaBackend:
         )
 
     async def stream(self, call: BackendCall) -> AsyncIterator[StreamEvent]:
+        payload = self.prepare(call, stream=True)
         started = False
         try:
-            async with self._post(call, stream=True) as resp:
+            async with self._post(call, payload) as resp:
                 if resp.status != 200:
                     await self._raise_for_status(resp)
                 started = True
@@ -319,7 +245,7 @@ class OllamaBackend:
             obj = orjson.loads(line)
             msg = obj.get("message") or {}
             raw_calls = msg.get("tool_calls")
-            calls = _tool_calls(raw_calls) if raw_calls else None
+            calls = tool_calls(raw_calls) if raw_calls else None
             content = msg.get("content") or None
             thinking = msg.get("thinking") or None
         except (ValueError, TypeError, AttributeError):  # orjson.JSONDecodeError is a ValueError
@@ -327,6 +253,8 @@ class OllamaBackend:
                                      backend=self.name) from None
         if "error" in obj:
             raise BackendStreamError(f"ollama error mid-stream: {obj['error']}", backend=self.name)
+        if obj.get("remote_host"):
+            self._note_remote(str(obj.get("model") or ""), obj)
         if obj.get("done"):
             reason = "tool_calls" if saw_tools or calls else _FINISH.get(
                 obj.get("done_reason"), "stop")
@@ -344,12 +272,21 @@ class OllamaBackend:
                 raise BackendUnavailable(f"{path} returned {resp.status}", backend=self.name)
             return orjson.loads(await resp.read())
 
+    async def _optional_json(self, path: str, timeout: aiohttp.ClientTimeout) -> Any:
+        """A probe call whose failure (older Ollama, 404) only means "unknown"."""
+        try:
+            return await self._get_json(path, timeout)
+        except Exception:  # noqa: BLE001 - optional facts
+            return None
+
     async def probe(self) -> ProbeResult:
         connect = self.config.timeouts.connect_s
         timeout = aiohttp.ClientTimeout(total=max(2.0, 2 * connect), sock_connect=connect)
         try:
-            version, ps = await asyncio.gather(
-                self._get_json("/api/version", timeout), self._get_json("/api/ps", timeout)
+            version, ps, tags, status = await asyncio.gather(
+                self._get_json("/api/version", timeout), self._get_json("/api/ps", timeout),
+                self._optional_json("/api/tags", timeout),
+                self._optional_json("/api/status", timeout),
             )
             loaded = [
                 LoadedModel(
@@ -363,6 +300,9 @@ class OllamaBackend:
             result = ProbeResult(ok=True, version=version.get("version"), loaded=loaded)
         except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
             return ProbeResult(ok=False, detail=f"{type(exc).__name__}: {exc}")
+        result.remote_models = remote_models(tags)
+        self._remote.update(result.remote_models)
+        result.cloud_disabled, result.cloud_source = cloud_status(status)
         if self.config.use_nvml:
             mem = await asyncio.to_thread(read_gpu_memory, self.config.nvml_device)
             if mem is not None:

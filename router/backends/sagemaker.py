@@ -9,6 +9,8 @@ boto3, is `openai_stream.py`). Reasoning is read from `reasoning` or `reasoning_
 back on assistant turns as `reasoning` (protocols.md §3, §5, §6).
 Auth: the standard AWS credential chain, SigV4 (boto3 via `aws_common`, botocore retries off).
 Readiness: control-plane `DescribeEndpoint` (never an inference call); ok when `InService`.
+Request building (`prepare`: `build_body`, typed fields as plain JSON) runs before the call; a
+bug in it is a RequestBuildError, never an upstream error.
 
 Error mapping (by exception type and error code, never message text):
 
@@ -58,7 +60,7 @@ from botocore import eventstream
 from botocore import exceptions as bexc
 
 from router.backends.aws_common import iterate_sync, make_client, run_sync
-from router.backends.base import BackendCall, ProbeResult
+from router.backends.base import BackendCall, ProbeResult, build_request, plain
 from router.backends.configs import SageMakerConfig
 from router.backends.openai_stream import ChunkAssembler as _OpenAIChunkAssembler
 from router.backends.openai_stream import SSEDecoder as SSEDecoder
@@ -187,7 +189,7 @@ def _message(m: Message) -> dict[str, Any]:
     if m.name is not None:
         out["name"] = m.name
     if m.tool_calls:
-        out["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
+        out["tool_calls"] = [plain(tc) for tc in m.tool_calls]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
     if m.reasoning and m.role == "assistant":
@@ -200,12 +202,12 @@ def build_body(call: BackendCall, *, stream: bool) -> dict[str, Any]:
     req = call.request
     body: dict[str, Any] = {"model": call.model_id, "messages": [_message(m) for m in req.messages]}
     if req.tools:
-        body["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+        body["tools"] = plain(req.tools)
     optional = {"tool_choice": req.tool_choice, "parallel_tool_calls": req.parallel_tool_calls,
                 "max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
                 "stop": req.stop, "seed": req.seed, "response_format": req.response_format,
                 "reasoning_effort": req.reasoning_effort}
-    body.update({k: v for k, v in optional.items() if v is not None})
+    body.update({k: plain(v) for k, v in optional.items() if v is not None})
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -300,9 +302,14 @@ class SageMakerBackend:
                 read_timeout_s=min(t.read_s, 10.0))
         return self._control
 
-    def _kwargs(self, call: BackendCall, *, stream: bool) -> dict[str, Any]:
+    def prepare(self, call: BackendCall, *, stream: bool) -> dict[str, Any]:
+        """InvokeEndpoint kwargs for one attempt; a bug in building them is a
+        RequestBuildError, raised before anything is sent."""
         if self._closed:
             raise BackendUnavailable("sagemaker: backend is closed", backend=self.name)
+        return build_request(self.name, lambda: self._kwargs(call, stream=stream))
+
+    def _kwargs(self, call: BackendCall, *, stream: bool) -> dict[str, Any]:
         cfg = self.config
         kw: dict[str, Any] = {
             "EndpointName": cfg.endpoint_name,
@@ -328,14 +335,14 @@ class SageMakerBackend:
             body.close()
 
     async def chat(self, call: BackendCall) -> ChatResult:
-        kwargs = self._kwargs(call, stream=False)
+        kwargs = self.prepare(call, stream=False)
         with _mapped(self.name):
             async with asyncio.timeout(call.timeout_s):
                 raw = await run_sync(self._invoke, kwargs)
         return parse_result(raw, self.name)
 
     async def stream(self, call: BackendCall) -> AsyncIterator[StreamEvent]:
-        kwargs = self._kwargs(call, stream=True)
+        kwargs = self.prepare(call, stream=True)
         with _mapped(self.name):
             resp = await run_sync(self._runtime.invoke_endpoint_with_response_stream, **kwargs)
         asm = ChunkAssembler(self.name)

@@ -2,6 +2,8 @@
 
 Every problem becomes one line `FILE: PATH: problem`, e.g.
 `policies/prod.yaml: routes[1].targets[0]: unknown backend 'bedrok' (known: bedrock, local)`.
+`policy_warnings` lists what is valid but worth saying (`hybrid-router check` prints it): an
+`ollama` backend model id that is one of Ollama's cloud models, which is not local.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from router.backends.configs import OllamaConfig
+from router.backends.ollama_cloud import cloud_reason
 from router.policy.schema import ApiKey, Policy
 
 
@@ -181,6 +185,27 @@ def _check_names(policy: Policy) -> list[str]:
         if key_names.index(key.name) != i:
             problems.append(f"keys[{i}].name: duplicate key name '{key.name}'")
     return problems
+
+
+def policy_warnings(policy: Policy) -> list[str]:
+    """`PATH: warning` lines for a valid policy: Ollama cloud models on `ollama` backends."""
+    lines: list[str] = []
+    for name, cfg in policy.backends.items():
+        if not isinstance(cfg, OllamaConfig):
+            continue
+        for logical, model_id in cfg.models.items():
+            why = cloud_reason(model_id, None)
+            if why is None:
+                continue
+            lines.append(f"backends.{name}.models.{logical}: {why}; it is not local, so private "
+                         f"requests for '{logical}' are never sent to it")
+            for r, route in enumerate(policy.routes):
+                if route.match.privacy == "private" and name in route.targets:
+                    t = route.targets.index(name)
+                    lines.append(f"routes[{r}].targets[{t}]: route '{route.name}' matches "
+                                 f"private requests: backend '{name}' will not serve "
+                                 f"'{logical}' to them ({model_id} is an Ollama cloud model)")
+    return lines
 
 
 def load_policy(path: str | Path) -> Policy:

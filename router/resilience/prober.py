@@ -3,6 +3,10 @@
 Local backends are probed every `probe_interval_s` with cheap calls (`/api/version`,
 `/api/ps`); a failed probe counts as a health failure, a good one half-opens an open breaker.
 Cloud backends are probed rarely and never with billable inference (readiness only).
+For an Ollama host it also warns (once per state, so once at start in a steady fleet) when the
+host's cloud features are on or it cannot tell, and for every configured model that is one of
+Ollama's cloud models (by its tag or as `/api/tags` lists it): those never serve private
+requests.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from router.backends.base import Backend, ProbeResult
+from router.backends.ollama_cloud import cloud_features, cloud_reason
 from router.resilience.circuit import BreakerBook
 
 log = logging.getLogger("router.prober")
@@ -33,6 +38,7 @@ class Prober:
         self.sleep = sleep
         self.results: dict[str, ProbeResult] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._warned: set[tuple[str, str]] = set()
 
     async def probe_once(self, name: str) -> ProbeResult:
         backend = self.backends[name]
@@ -50,7 +56,27 @@ class Prober:
         if previous is None or previous.ok != result.ok:
             log.info("backend %s probe: %s %s", name, "ok" if result.ok else "FAILED",
                      result.detail)
+        if backend.local and result.ok:
+            self._warn_ollama_cloud(name, backend, result)
         return result
+
+    def _warn_once(self, name: str, message: str) -> None:
+        if (name, message) not in self._warned:
+            self._warned.add((name, message))
+            log.warning("backend %s: %s", name, message)
+
+    def _warn_ollama_cloud(self, name: str, backend: Backend, result: ProbeResult) -> None:
+        if result.version is None:
+            return  # not an Ollama host (a test double)
+        warning = cloud_features(result)["warning"]
+        if isinstance(warning, str):
+            self._warn_once(name, warning)
+        models = getattr(getattr(backend, "config", None), "models", None) or {}
+        for logical, model_id in models.items():
+            why = cloud_reason(model_id, result)
+            if why is not None:
+                self._warn_once(name, f"{logical}: {why}; it is not local and never serves "
+                                      "private requests")
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self.probe_once(n) for n in self.backends))

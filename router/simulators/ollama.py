@@ -1,6 +1,12 @@
 """Ollama simulator: the native API (`/api/chat`, `/api/ps`, `/api/tags`, `/api/version`,
-`/api/show`) and Ollama's OpenAI surface (`/v1/chat/completions`, `/v1/models`), per
-protocols.md §1.
+`/api/show`, `/api/status`) and Ollama's OpenAI surface (`/v1/chat/completions`, `/v1/models`),
+per protocols.md §1.
+
+Cloud models (`cloud_models`) behave as Ollama's do: `/api/tags` lists them with `remote_host`
+and `remote_model`, `/api/ps` never does, a chat answers with the remote fields added (and
+counts `cloud_requests`: what would have left the host), or 403 when cloud is disabled.
+`/api/status` reports `{"cloud": {"disabled", "source"}}` when `cloud_disabled` is set, and is
+a 404 otherwise (Ollama before 0.16.2).
 
 Models answer gpt-oss style (thinking tokens, then content or one tool call; `script.py`).
 Residency is modelled: models have a size (GiB, 1 GiB = 2**30 bytes) and the card `gpu_gb`; a
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import re
 import time
 from typing import Any
@@ -103,10 +110,39 @@ def _native_calls(s: Script) -> list[dict[str, Any]]:
     return [{"id": call_id(), "function": {"index": 0, "name": name, "arguments": args}}]
 
 
+async def _cloud_chat(request: web.Request, sim: OllamaSim, tag: str,
+                      data: dict[str, Any]) -> web.StreamResponse:
+    """A cloud model: Ollama forwards it to its remote host (here: answers itself)."""
+    if sim.cfg.cloud_disabled:
+        return _err(403, "ollama cloud is disabled: remote inference is unavailable")
+    sim.cloud_requests += 1
+    messages = data.get("messages") or []
+    s = build_script(messages if isinstance(messages, list) else [], data.get("tools"),
+                     _effort(data.get("think")), None)
+    head = {"model": tag, "remote_model": sim.cfg.cloud_models[tag],
+            "remote_host": sim.cfg.remote_host, "created_at": _rfc3339(time.time())}
+    final = {**head, "message": {"role": "assistant", "content": ""}, "done": True,
+             "done_reason": "stop", "prompt_eval_count": s.prompt_tokens,
+             "eval_count": s.completion_tokens}
+    if data.get("stream") is False:
+        final["message"] = {"role": "assistant", "content": "".join(s.content),
+                            "thinking": "".join(s.reasoning)}
+        return web.Response(body=orjson.dumps(final), content_type=JSON_TYPE)
+    lines = [orjson.dumps({**head, "message": {"role": "assistant", "content": t},
+                           "done": False}) + b"\n" for t in s.content]
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    await resp.write(b"".join(lines) + orjson.dumps(final) + b"\n")
+    return resp
+
+
 async def api_chat(request: web.Request) -> web.StreamResponse:
     sim = request.app[SIM_KEY]
     try:
         data = await json_body(request)
+        cloud = sim.cloud_model(data.get("model"))
+        if cloud is not None:
+            return await _cloud_chat(request, sim, cloud, data)
         m = sim.lookup(data.get("model"))
         effort = _effort(data.get("think"))
         keep_alive = _keep_alive_s(data.get("keep_alive"))
@@ -196,9 +232,24 @@ def _tag_entry(m: Model) -> dict[str, Any]:
             "size": m.size, "digest": m.digest, "details": _details(m.tag)}
 
 
+def _cloud_entry(tag: str, remote: str, host: str) -> dict[str, Any]:
+    return {"name": tag, "model": tag, "remote_model": remote, "remote_host": host,
+            "modified_at": "2025-09-20T17:00:00.000000000Z", "size": 384,
+            "digest": hashlib.sha256(tag.encode()).hexdigest(), "details": _details(remote)}
+
+
 async def api_tags(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
-    return web.json_response({"models": [_tag_entry(m) for m in sim.models.values()]})
+    cloud = [_cloud_entry(t, r, sim.cfg.remote_host) for t, r in sim.cfg.cloud_models.items()]
+    return web.json_response({"models": [_tag_entry(m) for m in sim.models.values()] + cloud})
+
+
+async def api_status(request: web.Request) -> web.Response:
+    cfg = request.app[SIM_KEY].cfg
+    if cfg.cloud_disabled is None:
+        return web.Response(status=404, text="404 page not found")
+    return web.json_response({"cloud": {"disabled": cfg.cloud_disabled,
+                                        "source": cfg.cloud_source}})
 
 
 async def api_version(request: web.Request) -> web.Response:
@@ -239,13 +290,15 @@ async def sim_faults(request: web.Request) -> web.Response:
 
 
 async def sim_stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SIM_KEY].stats.as_dict())
+    sim = request.app[SIM_KEY]
+    return web.json_response({**sim.stats.as_dict(), "cloud_requests": sim.cloud_requests})
 
 
 async def sim_reset(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     sim.faults.clear()
     sim.stats.reset()
+    sim.cloud_requests = 0
     sim.restore()
     return web.json_response({"ok": True})
 
@@ -279,6 +332,7 @@ def create_app(config: OllamaSimConfig | None = None) -> web.Application:
     app.router.add_get("/api/ps", api_ps)
     app.router.add_get("/api/tags", api_tags)
     app.router.add_get("/api/version", api_version)
+    app.router.add_get("/api/status", api_status)
     app.router.add_post("/api/show", api_show)
     app.router.add_post("/v1/chat/completions", v1_chat)
     app.router.add_get("/v1/models", v1_models)
@@ -316,11 +370,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--load-time", type=float, default=0.0)
     p.add_argument("--context", type=int, default=8192)
     p.add_argument("--resident", default=None, help="tags loaded at start (default: all that fit)")
+    p.add_argument("--cloud-models", default="", help="cloud tag=remote model,... (e.g. "
+                   "gpt-oss:120b-cloud=gpt-oss:120b)")
+    p.add_argument("--cloud-disabled", choices=("true", "false"), default=None,
+                   help="serve /api/status with this (default: no /api/status, as before 0.16.2)")
     a = p.parse_args(argv)
     resident = set(filter(None, a.resident.split(","))) if a.resident is not None else None
     cfg = OllamaSimConfig(models=_parse_models(a.models), gpu_gb=a.gpu_gb, parallel=a.parallel,
                           max_queue=a.max_queue, token_delay_s=a.token_delay,
-                          load_time_s=a.load_time, context_length=a.context, resident=resident)
+                          load_time_s=a.load_time, context_length=a.context, resident=resident,
+                          cloud_models=dict(i.split("=", 1) for i in a.cloud_models.split(",")
+                                            if "=" in i),
+                          cloud_disabled=None if a.cloud_disabled is None
+                          else a.cloud_disabled == "true")
     run_forever(create_app(cfg), a.host, a.port)
 
 

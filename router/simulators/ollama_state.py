@@ -1,6 +1,7 @@
 """Ollama simulator state shared by its two HTTP surfaces (`ollama.py`, `ollama_openai.py`).
 
-Owns the config (`OllamaSimConfig`), model residency (`Model`: size, VRAM share, context length,
+Owns the config (`OllamaSimConfig`, including Ollama's cloud models and its cloud switch),
+model residency (`Model`: size, VRAM share, context length,
 keep-alive expiry; loading with least-recently-used eviction of idle models and partial loads
 when memory is short), the per-model `parallel` slots and the `max_queue` limit (Ollama's 503
 `BUSY`), fault taking, and the fault-aware writers both surfaces answer with (`emit` for a
@@ -44,6 +45,13 @@ class OllamaSimConfig:
     context_length: int = 8192
     resident: set[str] | None = None  # None: every model that fits, in order
     version: str = "0.12.3"
+    # Ollama's own cloud models: tag -> the remote model it forwards to (`gpt-oss:120b-cloud`:
+    # `gpt-oss:120b`); listed in /api/tags with remote_host, never resident, never on the GPU.
+    cloud_models: dict[str, str] = field(default_factory=dict)
+    remote_host: str = "https://ollama.com:443"
+    # GET /api/status (0.16.2+): None answers 404, as older versions do.
+    cloud_disabled: bool | None = None
+    cloud_source: str = "none"  # none, env, config or both
 
 
 @dataclass
@@ -94,8 +102,18 @@ class OllamaSim:
         self.stats = SimStats()
         self.pending = 0
         self.models: dict[str, Model] = {}
+        self.cloud_requests = 0  # chat requests that would have gone to ollama.com
         self._load_lock = asyncio.Lock()
         self.restore()
+
+    def cloud_model(self, tag: Any) -> str | None:
+        """The configured cloud tag for `tag` (`x:cloud` also finds legacy `x-cloud`), if any."""
+        if not isinstance(tag, str):
+            return None
+        for name in (tag, tag[: -len(":cloud")] + "-cloud" if tag.endswith(":cloud") else ""):
+            if name in self.cfg.cloud_models:
+                return name
+        return None
 
     def restore(self) -> None:
         """Initial residency: `cfg.resident`, or every model that fits, in order."""

@@ -21,6 +21,7 @@ from router.errors import (
     BackendStreamError,
     BackendTimeout,
     BackendUnavailable,
+    RequestBuildError,
 )
 from router.simulators.bedrock import BedrockSimConfig
 from router.simulators.bedrock import create_app as bedrock_app
@@ -216,3 +217,33 @@ async def test_probe_and_close(subject: Subject, backend: Backend) -> None:
     assert p.ok in (True, False)
     await backend.aclose()
     await backend.aclose()  # idempotent
+
+
+# Where each backend builds its vendor request (the step `prepare` runs before sending).
+BUILDERS = {"ollama": ("router.backends.ollama", "build_payload"),
+            "bedrock": ("router.backends.bedrock", "converse_request"),
+            "sagemaker": ("router.backends.sagemaker", "build_body")}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_building_bug_is_a_build_error_and_sends_nothing(
+        subject: Subject, backend: Backend, monkeypatch: pytest.MonkeyPatch,
+        stream: bool) -> None:
+    import importlib
+
+    module, attr = BUILDERS[subject.name]
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a bug in the builder")
+
+    monkeypatch.setattr(importlib.import_module(module), attr, boom)
+    with pytest.raises(RequestBuildError) as info:
+        if stream:
+            await collect(backend.stream(call(subject, stream=True)))
+        else:
+            await backend.chat(call(subject))
+    assert info.value.status == 500 and info.value.code == "internal_error"
+    assert info.value.backend == backend.name and "a bug" not in info.value.message
+    async with httpx.AsyncClient() as c:
+        stats = (await c.get(subject.sim.url + "/_sim/stats", timeout=5)).json()
+    assert stats["requests"] == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import ClientSession, web
@@ -566,3 +566,84 @@ async def test_50_stalled_streams_leave_the_event_loop_free(sim: SimServer) -> N
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
     await wait_for_in_flight(sim, 0)
     await b.aclose()
+
+
+# ---- the mapping is total; validation detail stays in the log ------------------------------
+
+
+@pytest.mark.parametrize(("choice", "expected"), [
+    ("auto", {"auto": {}}),
+    ("required", {"any": {}}),
+    ({"type": "function", "function": {"name": "get_weather"}}, {"tool": {"name": "get_weather"}}),
+    ({"type": "function", "name": "get_weather"}, {"tool": {"name": "get_weather"}}),
+    ({"type": "function", "function": ["x"]}, None),
+    ({"type": "function", "function": "get_weather"}, None),
+    ({"type": "function", "function": {"name": 5}}, None),
+    ({"type": "function", "function": None}, None),
+    ({"function": {"name": ""}}, None),
+    ("bogus", None),
+    (7, None),
+    ([{"function": {"name": "x"}}], None),
+])
+def test_tool_choice_mapping_is_total(choice: Any, expected: Any) -> None:
+    request = call(tools=[WEATHER_TOOL]).request
+    request.tool_choice = choice  # past the surface's validation, as a future type might be
+    kwargs = converse_request(request, MODEL)
+    assert kwargs["toolConfig"].get("toolChoice") == expected
+
+
+def test_tool_choice_as_a_typed_model() -> None:
+    from pydantic import BaseModel
+
+    class Fn(BaseModel):
+        name: str
+
+    class Choice(BaseModel):
+        type: str = "function"
+        function: Fn
+
+    request = call(tools=[WEATHER_TOOL]).request
+    request.tool_choice = cast(Any, Choice(function=Fn(name="get_weather")))
+    assert converse_request(request, MODEL)["toolConfig"]["toolChoice"] == {
+        "tool": {"name": "get_weather"}}
+
+
+async def test_the_bad_tool_choice_reaches_bedrock_as_auto(sim: SimServer,
+                                                           backend: BedrockBackend) -> None:
+    c = call("Weather in Oslo?", tools=[WEATHER_TOOL])
+    c.request.tool_choice = {"type": "function", "function": ["x"]}
+    result = await backend.chat(c)
+    assert result.finish_reason in ("tool_calls", "stop")
+
+
+async def test_botocore_validation_is_a_generic_rejection(
+        sim: SimServer, backend: BedrockBackend, caplog: pytest.LogCaptureFixture) -> None:
+    c = call("my card is 4111 1111 1111 1111")
+    c.request.stop = ["alice@example.com", ""]  # botocore: stopSequences[1] is too short
+    with caplog.at_level("DEBUG", logger="router.backends.bedrock"), \
+            pytest.raises(BackendRejected) as info:
+        await backend.chat(c)
+    msg = info.value.message
+    assert msg.startswith("the request could not be translated for Bedrock")
+    assert "stopSequences" not in msg and "parameter" not in msg and "alice" not in msg
+    assert not info.value.retryable and info.value.status == 400
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "inferenceConfig.stopSequences[1]" in logged
+    assert "alice" not in logged and "4111" not in logged
+    assert state(sim).stats.requests == 0
+
+
+async def test_a_mapping_bug_is_a_request_build_error(sim: SimServer, backend: BedrockBackend,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.backends import bedrock as bedrock_mod
+    from router.errors import RequestBuildError
+
+    def boom(*args: Any) -> dict[str, Any]:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(bedrock_mod, "converse_request", boom)
+    with pytest.raises(RequestBuildError):
+        await backend.chat(call())
+    with pytest.raises(RequestBuildError):
+        await collect(backend, call())
+    assert state(sim).stats.requests == 0

@@ -78,3 +78,47 @@ def test_audit_summary_flags_private_on_cloud(tmp_path: Path) -> None:
     summary = json.loads(result.output)
     assert summary["private_on_non_local"] == 1
     assert result.exit_code == 1  # a violation makes the command fail
+
+
+CLOUD_POLICY = """
+models:
+  gpt-oss-20b: {vram_gb: 14}
+  gpt-oss-120b: {vram_gb: 65}
+backends:
+  local: {type: ollama, gpu_memory_gb: 80,
+          models: {gpt-oss-20b: "gpt-oss:20b", gpt-oss-120b: "gpt-oss:120b-cloud"}}
+  bedrock: {type: bedrock, models: {gpt-oss-120b: "openai.gpt-oss-120b-1:0"}}
+routes:
+  - {name: private, match: {privacy: private}, targets: [local]}
+  - {name: default, targets: [local, bedrock]}
+"""
+
+
+def test_check_warns_about_an_ollama_cloud_model(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(CLOUD_POLICY)
+    result = runner.invoke(app, ["check", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "warning: backends.local.models.gpt-oss-120b: 'gpt-oss:120b-cloud' is one of " \
+           "Ollama's cloud models" in out
+    assert "never sent to it" in out
+    assert "routes[0].targets[0]: route 'private' matches private requests" in out
+
+
+def test_explain_says_why_an_ollama_cloud_model_is_excluded(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(CLOUD_POLICY)
+    result = runner.invoke(app, ["explain", "--model", "gpt-oss-120b", "--privacy", "private",
+                                 "--json", "--policy", str(tmp_path / "p.yaml")])
+    plan = json.loads(result.output)
+    assert plan["excluded"] == [{"backend": "local", "reason": "ollama_cloud_model"}]
+    assert plan["error"]["code"] == "no_local_capacity"
+    assert any("ollama.com" in n and "never serves private" in n for n in plan["notes"])
+    table = runner.invoke(app, ["explain", "--model", "gpt-oss-120b", "--privacy", "private",
+                                "--policy", str(tmp_path / "p.yaml")])
+    assert "ollama_cloud_model" in table.output and "note:" in table.output
+
+
+def test_check_default_policies_have_no_cloud_warnings() -> None:
+    files = [str(p) for p in sorted((ROOT / "policies").glob("*.yaml"))]
+    result = runner.invoke(app, ["check", *files])
+    assert "warning" not in result.output

@@ -273,3 +273,138 @@ async def test_cold_candidate_gets_the_load_time_for_its_first_token() -> None:
                                    Plan("r", "private", 1, [cold], []))
     events = [e async for e in session.events()]
     assert events[-1].finish_reason == "stop" and store.held() == 0
+
+
+# -- the router's own bugs are not outages ---------------------------------------------------
+
+def _ollama_backend() -> Any:
+    from router.backends.configs import OllamaConfig
+    from router.backends.ollama import OllamaBackend
+
+    # Port 1 refuses connections: if the request were ever sent, it would be "unreachable".
+    return OllamaBackend("local", OllamaConfig(base_url="http://127.0.0.1:1",
+                                               models={"gpt-oss-20b": "gpt-oss:20b"}))
+
+
+def _broken_builder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from router.backends import ollama as ollama_mod
+
+    calls: list[int] = []
+
+    def boom(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        raise TypeError("'int' object has no attribute 'get' (secret prompt text)")
+
+    monkeypatch.setattr(ollama_mod, "build_payload", boom)
+    return calls
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_request_build_bug_is_one_attempt_500_no_failover_no_breaker(
+        monkeypatch: pytest.MonkeyPatch, stream: bool) -> None:
+    from router.api.error_responses import error_response
+    from router.errors import InternalError
+
+    built = _broken_builder(monkeypatch)
+    local = _ollama_backend()
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock, stream=stream)
+    with pytest.raises(InternalError) as info:
+        if stream:
+            await ex.open_stream(c, plan_of("local", "bedrock"))
+        else:
+            await ex.chat(c, plan_of("local", "bedrock"))
+    await local.aclose()
+    assert built == [1] and slept == []  # one attempt, no retry
+    assert b["bedrock"].calls == []  # no failover to the cloud
+    assert [a.outcome for a in c.attempts] == ["internal_error"]
+    assert ex.breakers.state_name("local") == "closed" and store.held() == 0
+    resp = error_response(info.value)
+    body = bytes(resp.body).decode()
+    assert resp.status_code == 500
+    assert '"code":"internal_error"' in body and '"type":"api_error"' in body
+    assert "Traceback" not in body and "secret" not in body and "TypeError" not in body
+
+
+async def test_two_request_build_bugs_do_not_open_the_local_breaker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.errors import InternalError
+
+    _broken_builder(monkeypatch)
+    local = _ollama_backend()
+    ex, store, clock, slept, b = setup(local=local)
+    for _ in range(2):  # the policy's failure_threshold is 2
+        with pytest.raises(InternalError):
+            await ex.chat(ctx(clock), plan_of("local", "bedrock"))
+    await local.aclose()
+    assert ex.breakers.allows("local") and ex.breakers.state_name("local") == "closed"
+    monkeypatch.undo()
+    good = FakeBackend("local", local=True)
+    ex.backends = {"local": good, "bedrock": b["bedrock"]}
+    c = ctx(clock, "private")
+    await ex.chat(c, plan_of("local"))  # the next valid private request is served locally
+    assert c.served_by == "local"
+
+
+async def test_unexpected_exception_in_a_backend_is_internal_not_failed_over() -> None:
+    from router.errors import InternalError
+
+    class Buggy(FakeBackend):
+        async def chat(self, call: Any) -> Any:
+            self.calls.append(call)
+            raise KeyError("choices")
+
+    local = Buggy("local", local=True)
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock)
+    with pytest.raises(InternalError) as info:
+        await ex.chat(c, plan_of("local", "bedrock"))
+    assert info.value.status == 500 and info.value.code == "internal_error"
+    assert len(local.calls) == 1 and b["bedrock"].calls == [] and store.held() == 0
+    assert ex.breakers.state_name("local") == "closed"
+
+
+# -- Ollama's cloud models are not local -----------------------------------------------------
+
+async def test_private_request_never_attempted_on_an_ollama_cloud_tag() -> None:
+    ex, store, clock, slept, b = setup()
+    cand = Candidate("local", "gpt-oss:120b-cloud", True, "private_local_only",
+                     max_wait_s=1.0, slots=1)
+    with pytest.raises(NoLocalCapacity):
+        await ex.chat(ctx(clock, "private"), Plan("r", "private", 1, [cand], []))
+    assert b["local"].calls == []
+
+
+async def test_private_request_never_attempted_on_a_model_the_backend_saw_as_remote() -> None:
+    class RemoteAware(FakeBackend):
+        def serves_locally(self, model_id: str) -> bool:
+            return model_id != "gpt-oss:20b"  # e.g. /api/tags listed it with remote_host
+
+    local = RemoteAware("local", local=True)
+    ex, store, clock, slept, b = setup(local=local)
+    with pytest.raises(NoLocalCapacity):
+        await ex.chat(ctx(clock, "private"), plan_of("local", "bedrock"))
+    assert local.calls == [] and b["bedrock"].calls == []
+    c = ctx(clock)
+    await ex.chat(c, plan_of("local"))  # a standard request may use it
+    assert c.served_by == "local"
+
+
+async def test_a_bug_mid_stream_ends_it_in_band_without_a_breaker_failure() -> None:
+    from router.types import StreamEvent
+
+    class BuggyStream(FakeBackend):
+        async def stream(self, call: Any) -> Any:
+            self.calls.append(call)
+            yield StreamEvent(content="a")
+            raise ValueError("bad state")
+
+    local = BuggyStream("local", local=True)
+    ex, store, clock, slept, b = setup(local=local)
+    for _ in range(2):  # twice: the breaker (threshold 2) would open if these counted
+        session = await ex.open_stream(ctx(clock, stream=True), plan_of("local", "bedrock"))
+        with pytest.raises(BackendStreamError) as info:
+            async for _ in session.events():
+                pass
+        assert info.value.code == "internal_error" and "bad state" not in info.value.message
+    assert ex.breakers.state_name("local") == "closed" and store.held() == 0

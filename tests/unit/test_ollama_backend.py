@@ -439,3 +439,162 @@ async def test_wrong_shapes_are_stream_errors(bad: bytes) -> None:
     finally:
         await b.aclose()
         await runner.cleanup()
+
+
+# -- request building is its own step --------------------------------------------------------
+
+def _crafted(**req: Any) -> BackendCall:
+    """A request as a future request type might hand it over, past the surface's validation."""
+    c = call()
+    for k, v in req.items():
+        setattr(c.request, k, v)
+    return c
+
+
+def test_payload_is_total_over_odd_response_formats() -> None:
+    from pydantic import BaseModel
+
+    class Schema(BaseModel):
+        type: str = "json_schema"
+        json_schema: dict[str, Any] = {"name": "x", "schema": {"type": "object"}}
+
+    b = make_backend("http://127.0.0.1:1")
+    for rf, fmt in [({"type": "json_schema", "json_schema": 5}, "json"),
+                    ({"type": "json_schema", "json_schema": {"schema": [1]}}, "json"),
+                    ("json_object", None), (Schema(), {"type": "object"})]:
+        body = orjson.loads(b.prepare(_crafted(response_format=rf), False))
+        assert body.get("format") == fmt
+
+
+async def test_a_builder_bug_is_a_request_build_error_and_sends_nothing(
+        backend: OllamaBackend, sim: OllamaSim, monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.errors import RequestBuildError
+
+    def boom(*args: Any) -> bytes:
+        raise AttributeError("'int' object has no attribute 'get'")
+
+    monkeypatch.setattr(ollama_mod, "build_payload", boom)
+    before = sim.stats.requests
+    with pytest.raises(RequestBuildError) as info:
+        await backend.chat(call())
+    assert info.value.status == 500 and info.value.code == "internal_error"
+    assert "AttributeError at " in info.value.where and "'int'" not in info.value.message
+    with pytest.raises(RequestBuildError):
+        await collect(backend, call())
+    assert sim.stats.requests == before
+
+
+# -- Ollama's cloud models ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cloud_server() -> Iterator[SimServer]:
+    srv = SimServer(lambda: create_app(OllamaSimConfig(
+        cloud_models={"gpt-oss:120b-cloud": "gpt-oss:120b", "team-model:latest": "gpt-oss:120b"},
+        cloud_disabled=False, version="0.16.2"))).start()
+    yield srv
+    srv.stop()
+
+
+def test_cloud_tags_are_recognised() -> None:
+    from router.backends.ollama_cloud import is_cloud_tag
+
+    for tag in ("gpt-oss:120b-cloud", "gpt-oss:20b:cloud", "kimi-k2:cloud", "GPT-OSS:120B-Cloud",
+                "registry.local:5000/team/gpt-oss:cloud", "deepseek-v3.1:671b-cloud",
+                "something-cloud"):
+        assert is_cloud_tag(tag), tag
+    for tag in ("gpt-oss:20b", "gpt-oss:120b", "cloudy:7b", "gpt-oss", "my-cloud-model:7b"):
+        assert not is_cloud_tag(tag), tag
+
+
+async def test_probe_records_remote_models_and_cloud_status(cloud_server: SimServer) -> None:
+    b = make_backend(cloud_server.url)
+    try:
+        assert b.serves_locally("team-model")  # nothing known yet
+        res = await b.probe()
+        assert res.ok and res.cloud_disabled is False and res.cloud_source == "none"
+        assert res.remote_models["gpt-oss:120b-cloud"] == "https://ollama.com:443"
+        assert "gpt-oss:20b" not in res.remote_models
+        assert not b.serves_locally("team-model")  # no cloud tag: known from /api/tags only
+        assert not b.serves_locally("gpt-oss:120b-cloud") and b.serves_locally("gpt-oss:20b")
+    finally:
+        await b.aclose()
+
+
+async def test_probe_without_status_endpoint_cannot_tell(backend: OllamaBackend) -> None:
+    from router.backends.ollama_cloud import cloud_features
+
+    res = await backend.probe()
+    assert res.ok and res.cloud_disabled is None and res.remote_models == {}
+    features = cloud_features(res)
+    assert features["disabled"] is None and "cannot tell" in str(features["warning"])
+    assert "OLLAMA_NO_CLOUD=1" in str(features["warning"])
+
+
+async def test_an_answer_from_a_remote_host_marks_the_model_not_local(
+        cloud_server: SimServer) -> None:
+    b = make_backend(cloud_server.url)
+    try:
+        await b.chat(call(model_id="team-model:latest"))  # no probe yet
+        assert not b.serves_locally("team-model:latest")
+    finally:
+        await b.aclose()
+
+
+async def test_prober_warns_once_about_ollama_cloud(cloud_server: SimServer,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from router.resilience.prober import Prober
+
+    class Breakers:
+        async def probe_succeeded(self, name: str) -> None:
+            return None
+
+        async def record_health_failure(self, name: str) -> None:
+            return None
+
+    cfg = OllamaConfig(base_url=cloud_server.url, models={
+        "gpt-oss-20b": "gpt-oss:20b", "gpt-oss-120b": "gpt-oss:120b-cloud"})
+    b = OllamaBackend("local", cfg)
+    prober = Prober({"local": b}, {"local": 5.0}, Breakers())  # type: ignore[arg-type]
+    try:
+        with caplog.at_level("WARNING", logger="router.prober"):
+            await prober.probe_once("local")
+            await prober.probe_once("local")
+    finally:
+        await b.aclose()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert any("cloud features are on" in w for w in warnings)
+    assert any("gpt-oss-120b" in w and "never serves private" in w for w in warnings)
+
+
+async def test_status_says_why_a_model_is_not_local_and_whether_cloud_is_off(
+        cloud_server: SimServer) -> None:
+    from starlette.requests import Request
+
+    from router.api.health_routes import HealthRoutes
+    from router.policy.loader import parse_policy
+    from router.service import RouterService
+    from router.state.memory import MemoryStore
+
+    policy = parse_policy({
+        "models": {"gpt-oss-20b": {"vram_gb": 14}, "gpt-oss-120b": {"vram_gb": 65}},
+        "backends": {"local": {"type": "ollama", "base_url": cloud_server.url, "models": {
+            "gpt-oss-20b": "gpt-oss:20b", "gpt-oss-120b": "gpt-oss:120b-cloud"}}},
+        "routes": [{"name": "r", "targets": ["local"]}]})
+    service = RouterService(policy, MemoryStore())
+
+    async def reload() -> tuple[bool, str]:
+        return True, ""
+
+    try:
+        await service.runtime.prober.probe_once("local")
+        resp = await HealthRoutes(service, reload, None).status(
+            Request({"type": "http", "method": "GET", "path": "/v1/router/status",
+                     "headers": [], "query_string": b""}))
+    finally:
+        await service.runtime.close()
+    local = orjson.loads(bytes(resp.body))["backends"]["local"]
+    assert local["ollama_cloud"]["disabled"] is False
+    assert "OLLAMA_NO_CLOUD=1" in local["ollama_cloud"]["warning"]
+    assert set(local["not_local_models"]) == {"gpt-oss-120b"}
+    assert local["not_local_models"]["gpt-oss-120b"]["reason"] == "ollama_cloud_model"

@@ -385,3 +385,63 @@ def test_main_parses_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.models == {"gpt-oss:20b": 14.0, "gpt-oss:120b": 65.0} and cfg.gpu_gb == 80
     assert (cfg.parallel, cfg.token_delay_s, cfg.load_time_s, cfg.context_length) == (2, 0, 2,
                                                                                      16384)
+
+
+# -- Ollama's cloud models and its cloud switch --------------------------------------------------
+
+CLOUD = {"gpt-oss:120b-cloud": "gpt-oss:120b"}
+
+
+@pytest.fixture(scope="module")
+def cloud_server() -> Iterator[SimServer]:
+    srv = SimServer(lambda: create_app(OllamaSimConfig(cloud_models=dict(CLOUD),
+                                                       cloud_disabled=False))).start()
+    yield srv
+    srv.stop()
+
+
+async def test_tags_list_cloud_models_with_remote_host_and_ps_never(
+        cloud_server: SimServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(cloud_server.url + "/api/tags") as r:
+        models = {m["name"]: m for m in (await r.json())["models"]}
+    entry = models["gpt-oss:120b-cloud"]
+    assert entry["remote_host"] == "https://ollama.com:443"
+    assert entry["remote_model"] == "gpt-oss:120b" and entry["size"] < 1024
+    assert "remote_host" not in models["gpt-oss:20b"]
+    async with http.get(cloud_server.url + "/api/ps") as r:
+        assert "gpt-oss:120b-cloud" not in {m["name"] for m in (await r.json())["models"]}
+
+
+async def test_status_endpoint_is_404_before_0_16_2_and_reports_cloud_after(
+        server: SimServer, cloud_server: SimServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(server.url + "/api/status") as r:
+        assert r.status == 404
+    async with http.get(cloud_server.url + "/api/status") as r:
+        assert await r.json() == {"cloud": {"disabled": False, "source": "none"}}
+
+
+async def test_a_cloud_model_answers_with_remote_fields_and_is_counted(
+        cloud_server: SimServer, http: aiohttp.ClientSession) -> None:
+    sim = cloud_server.app[SIM_KEY]
+    before = sim.cloud_requests
+    status, body, _ = await post(http, cloud_server.url + "/api/chat", {
+        "model": "gpt-oss:120b:cloud", "messages": USER, "stream": False})
+    assert status == 200 and body["remote_host"] == "https://ollama.com:443"
+    assert body["message"]["content"] and body["done"] is True
+    lines = await ndjson(http, cloud_server.url + "/api/chat",
+                         {"model": "gpt-oss:120b-cloud", "messages": USER})
+    assert all(line["remote_model"] == "gpt-oss:120b" for line in lines) and lines[-1]["done"]
+    assert sim.cloud_requests == before + 2
+    async with http.get(cloud_server.url + "/_sim/stats") as r:
+        assert (await r.json())["cloud_requests"] == before + 2
+
+
+async def test_with_cloud_disabled_a_cloud_model_is_403(http: aiohttp.ClientSession) -> None:
+    with SimServer(lambda: create_app(OllamaSimConfig(
+            cloud_models=dict(CLOUD), cloud_disabled=True, cloud_source="env"))) as srv:
+        status, body, _ = await post(http, srv.url + "/api/chat", {
+            "model": "gpt-oss:120b-cloud", "messages": USER, "stream": False})
+        assert status == 403 and "cloud is disabled" in body["error"]
+        async with http.get(srv.url + "/api/status") as r:
+            assert await r.json() == {"cloud": {"disabled": True, "source": "env"}}
+        assert srv.app[SIM_KEY].cloud_requests == 0

@@ -171,3 +171,40 @@ def test_key_max_queue_wait_overrides_route() -> None:
 ])
 def test_estimated_wait_formula(load: SlotLoad, slots: int, expected: float) -> None:
     assert estimated_wait(load, slots) == expected
+
+
+# -- Ollama's cloud models are not local -------------------------------------------------------
+
+def cloud_policy(model_id: str = "gpt-oss:120b-cloud") -> Any:
+    return make_policy(backends={
+        "local": {"type": "ollama", "parallel": 2, "gpu_memory_gb": 24, "num_ctx": 8192,
+                  "models": {"gpt-oss-20b": "gpt-oss:20b", "gpt-oss-120b": model_id}},
+        "bedrock": {"type": "bedrock", "context_window": 128000,
+                    "models": {"gpt-oss-120b": "openai.gpt-oss-120b-1:0"}},
+    })
+
+
+@pytest.mark.parametrize("model_id", ["gpt-oss:120b-cloud", "gpt-oss:120b:cloud"])
+def test_private_request_excludes_an_ollama_cloud_tag(model_id: str) -> None:
+    p = plan(facts(model="gpt-oss-120b", privacy="private"), cloud_policy(model_id), state())
+    assert p.candidates == []
+    assert {e.backend: e.reason for e in p.excluded} == {"local": "ollama_cloud_model",
+                                                         "bedrock": "private_local_only"}
+    assert isinstance(p.error, NoLocalCapacity) and "ollama_cloud_model" in p.error.message
+
+
+def test_private_request_excludes_a_model_the_probe_lists_with_remote_host() -> None:
+    probe = ProbeResult(ok=True, remote_models={"team-120b:latest": "https://ollama.com:443"})
+    p = plan(facts(model="gpt-oss-120b", privacy="private"), cloud_policy("team-120b"),
+             state(probe=probe))
+    assert p.candidates == [] and p.excluded[0].reason == "ollama_cloud_model"
+    # and a local model on the same host stays eligible
+    p = plan(facts(privacy="private"), cloud_policy("team-120b"), state(probe=probe))
+    assert [(c.backend, c.local) for c in p.candidates] == [("local", True)]
+
+
+def test_standard_request_may_use_an_ollama_cloud_model_as_a_cloud_candidate() -> None:
+    p = plan(facts(model="gpt-oss-120b"), cloud_policy(), state())
+    assert [(c.backend, c.local, c.slots) for c in p.candidates] == [
+        ("local", False, 0), ("bedrock", False, 0)]
+    assert p.warm == [] and not any(e.reason == "vram_insufficient" for e in p.excluded)

@@ -13,7 +13,7 @@ import re
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -713,3 +713,37 @@ def test_botocore_retries_are_off(backend: SageMakerBackend) -> None:
     assert retries.get("total_max_attempts") == 1, (
         "botocore reads retries={'max_attempts': 1} as one RETRY (two attempts); "
         "aws_common.make_client needs {'total_max_attempts': 1}")
+
+
+def test_build_body_takes_typed_fields_as_plain_json() -> None:
+    from pydantic import BaseModel
+
+    class Fn(BaseModel):
+        name: str
+
+    class Choice(BaseModel):
+        type: str = "function"
+        function: Fn
+
+    c = call_for(HELLO)
+    c.request.tool_choice = cast(Any, Choice(function=Fn(name="get_weather")))  # typed, as may be
+    body = json.loads(make_backend("http://127.0.0.1:1").prepare(c, stream=False)["Body"])
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+
+
+async def test_a_body_building_bug_is_a_request_build_error(
+        sim: SimServer, backend: SageMakerBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.backends import sagemaker as sagemaker_mod
+    from router.errors import RequestBuildError
+
+    def boom(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise TypeError("Type is not JSON serializable: Secret")
+
+    monkeypatch.setattr(sagemaker_mod, "build_body", boom)
+    before = stats(sim)["requests"]
+    with pytest.raises(RequestBuildError) as info:
+        await backend.chat(call_for(HELLO))
+    assert "Secret" not in info.value.message and info.value.backend == "sm"
+    with pytest.raises(RequestBuildError):
+        await collect(backend, call_for(HELLO, stream=True))
+    assert stats(sim)["requests"] == before

@@ -1,0 +1,127 @@
+"""A stream whose first event has arrived (`Executor.open_stream` makes it): the idle-gap and
+deadline limits between events, the end of a cut, stalled or malformed stream as a
+BackendStreamError/BackendTimeout (never a truncated answer that looks complete), the local
+slot held until the stream ends, and an interrupt for the shutdown grace. A router bug while
+reading the stream ends it in-band too (`internal_error`), without counting against the
+backend's breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from router.context import RequestContext
+from router.errors import BackendError, BackendStreamError, BackendTimeout, describe_exception
+from router.state.base import Lease
+from router.types import StreamEvent
+
+if TYPE_CHECKING:
+    from router.executor import Executor
+    from router.planner import Candidate
+
+log = logging.getLogger("router.executor")
+
+
+async def aclose_quietly(agen: AsyncIterator[Any]) -> None:
+    closer = getattr(agen, "aclose", None)
+    if closer is not None:
+        try:
+            await closer()
+        except Exception:  # noqa: BLE001 - closing a broken upstream must not mask the error
+            log.debug("error closing upstream stream", exc_info=True)
+
+
+class StreamSession:
+    """A stream whose first event has arrived; owns the local slot until it ends."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        ctx: RequestContext,
+        cand: Candidate,
+        agen: AsyncIterator[StreamEvent],
+        first: StreamEvent,
+        lease: Lease | None,
+    ) -> None:
+        self.executor = executor
+        self.ctx = ctx
+        self.candidate = cand
+        self._agen = agen
+        self.first = first
+        self._lease = lease
+        self.error: BackendError | None = None
+        self.finished = False
+        self._closed = False
+        self._task: asyncio.Task[Any] | None = None
+        self._interrupted: str | None = None
+
+    def interrupt(self, reason: str) -> None:
+        """End the stream at once with an error (shutdown grace running out)."""
+        if self._interrupted is None and not self.finished:
+            self._interrupted = reason
+            if self._task is not None:
+                self._task.cancel()
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Yield every event; raise BackendStreamError/BackendTimeout if the stream breaks."""
+        ex = self.executor
+        idle = ex.policy.stream.idle_timeout_s
+        backend = self.candidate.backend
+        self._task = asyncio.current_task()
+        try:
+            event = self.first
+            while True:
+                yield event
+                if event.finish_reason is not None:
+                    self.finished = True
+                    return
+                remaining = ex._remaining(self.ctx)
+                try:
+                    # One timer per stream, re-armed per event (wait_for makes a task a token).
+                    async with asyncio.timeout(min(idle, max(remaining, 0.0))):
+                        event = await anext(self._agen)
+                except TimeoutError:
+                    raise BackendTimeout(
+                        f"'{backend}' stalled: no token for {idle:g}s" if remaining > idle
+                        else "the request's deadline passed mid-stream",
+                        backend=backend, code="stream_stalled") from None
+                except StopAsyncIteration:
+                    raise BackendStreamError(
+                        f"'{backend}' ended the stream without finishing the answer",
+                        backend=backend, code="stream_truncated") from None
+                except asyncio.CancelledError:
+                    if self._interrupted is None or self._task is None:
+                        raise
+                    self._task.uncancel()
+                    raise BackendStreamError(self._interrupted, backend=backend,
+                                             code="stream_interrupted") from None
+        except BackendError as exc:
+            self.error = exc
+            if ex.hooks.on_stream_error:
+                ex.hooks.on_stream_error(backend, exc.code or "error")
+            await ex.breakers.record_failure(backend, exc)
+            raise
+        except Exception as exc:  # a router bug mid-stream: end it in-band, no breaker failure
+            log.error("internal error mid-stream from %s (req %s): %s", backend,
+                      self.ctx.request_id, describe_exception(exc))
+            self.error = BackendStreamError("the router hit an internal error mid-stream",
+                                            backend=backend, code="internal_error",
+                                            retryable=False)
+            raise self.error from None
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        lease, self._lease = self._lease, None
+        await aclose_quietly(self._agen)
+        ex = self.executor
+        if lease is not None:
+            if self.finished:
+                lease.service_time_s = ex.clock() - (self.ctx.admitted_at or self.ctx.started)
+            await ex._release(lease)
