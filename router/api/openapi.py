@@ -35,6 +35,11 @@ _NORMALISED_EXTRAS: dict[str, Any] = {
         {"type": "null"}], "description": "alias of reasoning_effort"},
 }
 
+# One server-sent event (schema per event, as OpenAPI 3.1 tools read it): `data:` is a JSON
+# chunk, `[DONE]`, or an in-band `{"error": ...}` that ends a broken stream.
+_SSE_EVENT: dict[str, Any] = {"type": "object", "required": ["data"], "properties": {
+    "data": {"type": "string"}, "event": {"type": "string"}}}
+
 _ERROR_STATUSES: dict[int, str] = {
     400: "Invalid request: malformed JSON, a wrong type or value (`param` names the field).",
     401: "Missing or invalid API key.",
@@ -142,7 +147,7 @@ def _paths() -> dict[str, Any]:
     ]
     chat_ok = {"description": "The answer: JSON, or SSE chunks when `stream` is true.",
                "content": {**_json_content("ChatCompletion"),
-                           "text/event-stream": {"schema": {"type": "string"}}}}
+                           "text/event-stream": {"schema": _SSE_EVENT}}}
     all_errors = tuple(_ERROR_STATUSES)
     chat = _operation("createChatCompletion", "OpenAI Chat Completions", chat_ok,
                       (*all_errors, 502, 504),
