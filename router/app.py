@@ -3,6 +3,10 @@
 The lifespan starts the service (first probes, probe loops), watches the policy file and
 SIGHUP for reloads, and closes everything on shutdown. Uvicorn's graceful shutdown gives
 requests in flight `grace_s` to finish on SIGTERM.
+
+In front of the routes: the Host allow-list, CORS (only when origins are configured) and the
+request-body timeout (`api/guards.py`); status and metrics are for ops keys, models for client
+keys (`api/access.py`). No response shows an absolute path (`public_text`).
 """
 
 from __future__ import annotations
@@ -11,23 +15,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from router.api.access import Access
 from router.api.error_responses import error_response
+from router.api.guards import BodyTimeout, HostGuard, allowed_host_set, cors_middleware
 from router.api.health_routes import HealthRoutes
 from router.api.openai_routes import ChatRoutes
 from router.api.openapi import openapi_json
 from router.audit import AuditLog
 from router.auth import hash_key
 from router.errors import RouterError
+from router.metrics import SlowClient
 from router.policy.loader import PolicyError, default_policy, load_policy
 from router.policy.schema import Policy
 from router.service import RouterService
@@ -80,11 +89,12 @@ class PolicyReloader:
             try:
                 policy = await asyncio.to_thread(load_policy, self.path)
             except PolicyError as exc:
-                self.service.reload_failed(str(exc))
-                return False, str(exc)
+                message = public_text(str(exc), self.path)
+                self.service.reload_failed(message)
+                return False, message
             await self.service.reload(policy)
             log.info("policy reloaded from %s", self.path)
-            return True, f"policy reloaded from {self.path}"
+            return True, f"policy reloaded from {Path(self.path).name}"
 
     async def watch(self, interval_s: float = 1.0) -> None:
         while True:
@@ -107,8 +117,10 @@ def create_app(
     service = RouterService(policy, store, audit=audit)
     reloader = PolicyReloader(service, settings.policy_file)
     admin_hash = hash_key(settings.admin_key.get_secret_value()) if settings.admin_key else None
-    chat = ChatRoutes(service, settings.max_body_bytes, settings.open_remote)
+    chat = ChatRoutes(service, settings.max_body_bytes, settings.open_remote,
+                      send_timeout_s=settings.send_timeout_s)
     health = HealthRoutes(service, reloader.reload, admin_hash)
+    access = Access(service, admin_hash, settings.open_remote)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -136,7 +148,7 @@ def create_app(
         err = RouterError(f"{request.method} {request.url.path}: {exc.detail}", code=code,
                           status=exc.status_code)
         err.type = "invalid_request_error"
-        return error_response(err)
+        return error_response(err, exc.headers)  # 405 keeps its Allow header
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         return error_response(exc)
@@ -144,21 +156,40 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/chat/completions", chat.chat_completions, methods=["POST"]),
-        Route("/v1/models", chat.models, methods=["GET"]),
+        Route("/v1/models", access.client(chat.models), methods=["GET"]),
         Route("/v1/router/explain", chat.explain, methods=["POST"]),
-        Route("/v1/router/status", health.status, methods=["GET"]),
+        Route("/v1/router/status", access.ops(health.status), methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
-        Route("/metrics", health.metrics, methods=["GET"]),
+        Route("/metrics", access.ops(health.metrics), methods=["GET"]),
         Route("/admin/reload", health.admin_reload, methods=["POST"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    middleware = [
+        Middleware(HostGuard, allowed=allowed_host_set(settings.allowed_hosts, settings.host)),
+        *cors_middleware(settings.cors_origins),
+        Middleware(BodyTimeout, timeout_s=settings.body_timeout_s,
+                   on_timeout=lambda: service.metrics.count_slow_client(SlowClient.BODY_TIMEOUT)),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
                     exception_handlers={HTTPException: http_error, Exception: unexpected})
+    app.router.redirect_slashes = False  # a trailing slash is a JSON 404, never a redirect
     app.state.service = service
     app.state.settings = settings
     app.state.reloader = reloader
     return app
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"/:,()]+/)+([^\s'\"/:,()]+)")
+
+
+def public_text(text: str, path: str | None) -> str:
+    """`text` with the policy file (and any other absolute path) shown by its name only."""
+    if path:
+        for spelling in sorted({str(Path(path).resolve()), os.path.abspath(path), path},
+                               key=len, reverse=True):
+            text = text.replace(spelling, Path(path).name)
+    return _ABSOLUTE_PATH.sub(r"\1", text)
 
 
 def policy_path(path: str | None) -> str | None:

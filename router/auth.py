@@ -6,7 +6,8 @@ digest through `hmac.compare_digest`: constant time per comparison, no early exi
 keyed by the secret, so timing says nothing about which (or whether a) key matched.
 
 With no keys configured the router runs open: `authenticate` returns None and every model is
-allowed. Error messages never echo the presented key.
+allowed. Keys with `ops: true` (or `admin: true`) may also read status and metrics. Error
+messages never echo the presented key.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import Iterable
 from router.errors import PermissionDenied, Unauthorized
 from router.policy.schema import ApiKey, normalise_model_name
 
-__all__ = ["KEY_PREFIX", "KeyRing", "generate_key", "hash_key"]
+__all__ = ["KEY_PREFIX", "KeyRing", "digest_matches", "generate_key", "hash_key",
+           "presented_key"]
 
 KEY_PREFIX = "hr-"
 _HOW = "send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
@@ -49,6 +51,23 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str:
     if x_api_key is not None and x_api_key.strip():
         return x_api_key.strip()
     raise Unauthorized(f"Missing API key; {_HOW}.")
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key the client sent, or None when it sent none (or an unusable header)."""
+    try:
+        return _presented_key(authorization, x_api_key)
+    except Unauthorized:
+        return None
+
+
+def digest_matches(plaintext: str, digests: Iterable[str]) -> bool:
+    """Whether the key's digest is one of `digests`: every digest compared, in constant time."""
+    presented = hash_key(plaintext).encode("ascii")
+    matched = False
+    for digest in digests:
+        matched |= hmac.compare_digest(presented, digest.encode("ascii"))
+    return matched
 
 
 class KeyRing:
@@ -92,6 +111,11 @@ class KeyRing:
         if match is None:
             raise Unauthorized("Invalid API key.")
         return match
+
+    @staticmethod
+    def may_operate(key: ApiKey) -> bool:
+        """Ops and admin keys may read the router's status and metrics."""
+        return key.ops or key.admin
 
     @staticmethod
     def check_model(key: ApiKey | None, logical_model: str) -> None:

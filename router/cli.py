@@ -42,8 +42,9 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = RouterSettings(**overrides)  # type: ignore[arg-type]
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from router.server import configure_logging
+
+    configure_logging(settings)
     try:
         asgi = create_app(settings)
     except PolicyError as exc:

@@ -10,6 +10,7 @@ strings such as `queue_wait_1800ms>1000ms` are reduced to their class (`queue_wa
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,11 +21,22 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["BREAKER_STATES", "Metrics", "reason_class"]
+__all__ = ["BREAKER_STATES", "Metrics", "SlowClient", "reason_class"]
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+
+
+
+class SlowClient(StrEnum):
+    """Why a client was cut off by the server's own limits."""
+
+    HEADER_TIMEOUT = "header_timeout"
+    BODY_TIMEOUT = "body_timeout"
+    SEND_TIMEOUT = "send_timeout"
+    OVER_CAPACITY = "over_capacity"
+
 
 _REASON_HEAD = re.compile(r"[a-z][a-z_]*")
 _MAX_CLASS_LEN = 40
@@ -128,6 +140,12 @@ class Metrics:
         self.state_store_fallbacks_total = counter(
             "state_store_fallbacks", "Operations that fell back to local state."
         )
+        self.slow_clients_total = counter(
+            "slow_clients",
+            "Clients cut off for being too slow, by kind (header_timeout, body_timeout, "
+            "send_timeout, over_capacity).",
+            ("kind",),
+        )
 
     # -- recording helpers: bounded labels ------------------------------------------------
 
@@ -161,6 +179,9 @@ class Metrics:
     def set_breaker(self, backend: str, state: str) -> None:
         """`state` is closed, half_open (or half-open) or open."""
         self.breaker_state.labels(backend=backend).set(BREAKER_STATES[state])
+
+    def count_slow_client(self, kind: SlowClient) -> None:
+        self.slow_clients_total.labels(kind=kind.value).inc()
 
     def render(self) -> tuple[bytes, str]:
         """(body, content type) for a `/metrics` response."""

@@ -1,21 +1,150 @@
-"""Running the app under uvicorn with a drain that keeps streams honest.
+"""Running the app under uvicorn: the server's limits, and a drain that keeps streams honest.
 
 On SIGTERM uvicorn stops accepting and waits up to `grace_s` for requests in flight; a stream
 still running shortly before the grace ends is finished with an in-band error event (via
 `RouterService.begin_drain`) rather than cut at the socket. A drained shutdown exits 0.
+
+Limits (all from settings): keep-alive lifetime, listen backlog, a header timeout (uvicorn has
+none: `GuardedHttpTools`, a subclass of its httptools protocol, closes a connection whose
+request headers are not complete `header_timeout_s` after it opened or after its request
+began), a cap on open connections (beyond it a connection gets a JSON 503 and is closed at
+once, so slow clients cannot exhaust file descriptors), and the soft RLIMIT_NOFILE raised to
+the hard limit. The protocol also gives each request scope the `router.connection` extension
+(`abort`), which a stalled streaming response uses to drop its connection. Body and send
+timeouts live in `api/guards.py` and `api/streaming.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from router.api.streaming import CONNECTION_EXTENSION
+from router.metrics import SlowClient
 from router.service import RouterService
 from router.settings import RouterSettings
+
+log = logging.getLogger("router.server")
+
+FD_RESERVE = 128  # descriptors kept for upstream connections, the audit log, Redis, ...
+WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "aiohttp.client", "s3transfer")
+
+_BUSY_BODY = (b'{"error":{"message":"The router has too many open connections.",'
+              b'"type":"api_error","param":null,"code":"too_many_connections"}}')
+_OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\n\r\n%s"
+                  % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout and a connection cap.
+
+    Configure the class attributes (or use `guarded_protocol`) before handing it to uvicorn.
+    """
+
+    header_timeout_s: float = 10.0
+    max_connections: int = 2048
+    on_slow_client: Callable[[SlowClient], None] | None = None
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._count(SlowClient.OVER_CAPACITY)
+            transport.write(_OVER_CAPACITY)
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {CONNECTION_EXTENSION: {"abort": self._abort}}
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _count(self, kind: SlowClient) -> None:
+        hook = type(self).on_slow_client
+        if hook is not None:
+            hook(kind)
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s,
+                                                      self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self._count(SlowClient.HEADER_TIMEOUT)
+            self.transport.abort()
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        log.warning("could not raise the open-file limit from %d to %d", soft, target)
+        return soft
+    return target
+
+
+def connection_cap(wanted: int, fd_limit: int) -> int:
+    """`max_connections`, lowered so client and upstream sockets fit in the fd limit."""
+    fits = max(16, (fd_limit - FD_RESERVE) // 2)
+    return min(wanted, fits)
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int,
+                     on_slow_client: Callable[[SlowClient], None] | None = None,
+                     ) -> type[GuardedHttpTools]:
+    """A configured protocol class (a subclass per server: class attributes hold the limits)."""
+    return type("RouterHttpProtocol", (GuardedHttpTools,), {
+        "header_timeout_s": header_timeout_s, "max_connections": max_connections,
+        "on_slow_client": staticmethod(on_slow_client) if on_slow_client else None})
+
+
+def configure_logging(settings: RouterSettings) -> None:
+    """Root logging at `log_level`; wire-level loggers at WARNING unless `wire_logs` is set
+    (at debug, botocore logs whole request bodies: prompt text would reach the log)."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if settings.wire_logs
+                                         else logging.WARNING)
 
 
 class DrainingServer(uvicorn.Server):
@@ -29,11 +158,22 @@ class DrainingServer(uvicorn.Server):
         self._service.begin_drain(self._grace_s)
 
 
+def build_config(app: Starlette, settings: RouterSettings) -> uvicorn.Config:
+    service: RouterService = app.state.service
+    cap = connection_cap(settings.max_connections, raise_fd_limit())
+    if cap < settings.max_connections:
+        log.warning("max_connections lowered to %d to fit the open-file limit", cap)
+    protocol = guarded_protocol(settings.header_timeout_s, cap,
+                                service.metrics.count_slow_client)
+    return uvicorn.Config(app, host=settings.host, port=settings.port,
+                          log_level=settings.log_level, access_log=False,
+                          http=protocol, timeout_keep_alive=settings.keep_alive_s,
+                          backlog=settings.backlog,
+                          timeout_graceful_shutdown=settings.grace_s)  # type: ignore[arg-type]
+
+
 def run(app: Starlette, settings: RouterSettings) -> None:
     # uvicorn re-raises the SIGTERM it captured once drained, with the previous handler in
     # place: make that handler a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, access_log=False,
-                            timeout_graceful_shutdown=settings.grace_s)  # type: ignore[arg-type]
-    DrainingServer(config, app.state.service, settings.grace_s).run()
+    DrainingServer(build_config(app, settings), app.state.service, settings.grace_s).run()

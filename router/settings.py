@@ -32,6 +32,26 @@ class RouterSettings(BaseSettings):
     log_level: str = "info"
     grace_s: float = Field(default=30.0, ge=0, description="SIGTERM drain period")
     watch_policy: bool = Field(default=True, description="reload the policy when the file changes")
+    # Slow and stuck clients: the server's own limits (see server.py and api/guards.py).
+    keep_alive_s: int = Field(default=5, ge=1, description="idle keep-alive connection lifetime")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest a connection may take to send request headers")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest wait for the next piece of a request body (408)")
+    send_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest one write to a streaming client may block")
+    max_connections: int = Field(
+        default=2048, ge=1, description="open client connections; more are answered 503 and "
+        "closed (also capped by the file-descriptor limit)")
+    backlog: int = Field(default=1024, ge=1, description="listen backlog")
+    # Browser-borne requests (api/guards.py).
+    allowed_hosts: str = Field(
+        default="", description="extra Host names accepted, comma-separated (loopback names, "
+        "IP literals and a specific bind host are always accepted); '*' accepts any")
+    cors_origins: str = Field(
+        default="", description="comma-separated origins given CORS headers; empty = none")
+    wire_logs: bool = Field(
+        default=False, description="let botocore/urllib3/aiohttp log wire detail at debug")
     # Request-body limits (api/request_body.py): each is a 400 naming the parameter.
     max_json_depth: int = Field(
         default=64, ge=4, description="deepest JSON nesting accepted (the body object is 1)")

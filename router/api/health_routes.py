@@ -1,4 +1,8 @@
-"""Operational endpoints: /healthz, /readyz, /metrics, /v1/router/status, POST /admin/reload."""
+"""Operational endpoints: /healthz, /readyz, /metrics, /v1/router/status, POST /admin/reload.
+
+/healthz and /readyz answer with a status word only (200, or 503 while no backend is usable);
+who may read status and metrics is decided in `access.py` (the routes are wrapped in app.py).
+"""
 
 from __future__ import annotations
 
@@ -47,11 +51,10 @@ class HealthRoutes:
         return out
 
     async def readyz(self, request: Request) -> Response:
-        usable = self.usable_backends()
-        body = {"ready": bool(usable), "usable_backends": usable,
-                "breakers": {n: self.service.runtime.breakers.state_name(n)
-                             for n in self.service.runtime.backends}}
-        return _json(body, 200 if usable else 503)
+        # A status word only: which backends are usable is for /v1/router/status (ops).
+        if self.usable_backends():
+            return _json({"status": "ready"})
+        return _json({"status": "unavailable"}, 503)
 
     async def metrics(self, request: Request) -> Response:
         m = self.service.metrics
@@ -120,7 +123,10 @@ class HealthRoutes:
                     for logical, mid in cfg.models.items()
                     if (why := cloud_reason(mid, probe)) is not None}
             backends[name] = entry
+        usable = self.usable_backends()
         return _json({
+            "ready": bool(usable),
+            "usable_backends": usable,
             "backends": backends,
             "routes": [r.name for r in policy.routes],
             "store": svc.store.status(),

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from router.api.error_responses import error_response
 from router.api.openai_wire import ChunkEncoder, completion_body, error_event
@@ -29,9 +29,16 @@ from router.api.request_body import (
     read_chat_request,
     request_id,
 )
+from router.api.streaming import (
+    CLIENT_CLOSED_STATUS,
+    ClientStalled,
+    StreamOutcome,
+    TimedStreamingResponse,
+)
 from router.errors import BackendError, RouterError, Unauthorized
 from router.executor import StreamSession
 from router.ids import new_id
+from router.metrics import SlowClient
 from router.service import Prepared, RouterService, error_outcome
 from router.types import ChatRequest, Usage
 
@@ -42,8 +49,9 @@ LOOPBACK = ("127.", "::1", "localhost")
 
 class ChatRoutes:
     def __init__(self, service: RouterService, max_body_bytes: int,
-                 open_remote: bool = False) -> None:
+                 open_remote: bool = False, send_timeout_s: float = 30.0) -> None:
         self.service = service
+        self.send_timeout_s = send_timeout_s
         self.limit = max_body_bytes
         self.open_remote = open_remote
 
@@ -121,22 +129,29 @@ class ChatRoutes:
         headers["x-router-reason"] = ctx.reason
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return StreamingResponse(self._sse(prep, session), media_type="text/event-stream",
-                                 headers=headers)
+        return TimedStreamingResponse(self._sse(prep, session), media_type="text/event-stream",
+                                      headers=headers, send_timeout_s=self.send_timeout_s,
+                                      on_stall=self._count_stall)
+
+    def _count_stall(self) -> None:
+        self.service.metrics.count_slow_client(SlowClient.SEND_TIMEOUT)
 
     async def _sse(self, prep: Prepared, session: StreamSession) -> AsyncIterator[bytes]:
         ctx = prep.ctx
         enc = ChunkEncoder(completion_id=_completion_id(), created=int(time.time()),
                            model=ctx.facts.model, include_usage=ctx.request.include_usage)
         usage: Usage | None = None
-        outcome, status = "client_disconnected", 499
+        outcome: str = StreamOutcome.CLIENT_DISCONNECTED
+        status = CLIENT_CLOSED_STATUS
         self.service.active_streams.add(session)
         try:
             async for event in session.events():
                 if event.usage is not None:
                     usage = event.usage
                 yield enc.encode(event)
-            outcome, status = "ok", 200
+            outcome, status = StreamOutcome.OK, 200
+        except ClientStalled:
+            outcome = StreamOutcome.CLIENT_STALLED
         except BackendError as exc:
             outcome, status = exc.code or "stream_error", 502
             yield error_event({"error": {

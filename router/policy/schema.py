@@ -69,6 +69,7 @@ class ApiKey(_Strict):
     max_queue_wait_s: float | None = Field(default=None, ge=0)
     daily_budget_usd: float | None = Field(default=None, ge=0, description="cloud spend cap")
     admin: bool = False
+    ops: bool = Field(default=False, description="may read /v1/router/status and /metrics")
 
 
 class RetryConfig(_Strict):

@@ -206,6 +206,8 @@ def test_unknown_path_is_openai_shaped_404(router: RouterProcess) -> None:
 def test_health_and_ready(router: RouterProcess) -> None:
     assert httpx.get(router.url + "/healthz").json() == {"status": "ok"}
     r = httpx.get(router.url + "/readyz")
+    assert r.status_code == 200 and r.json() == {"status": "ready"}  # a status word only
+    r = httpx.get(router.url + "/v1/router/status")  # the details are for ops (loopback here)
     assert r.status_code == 200 and "local" in r.json()["usable_backends"]
 
 

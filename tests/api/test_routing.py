@@ -88,6 +88,7 @@ def router(ollama_sim: SimServer, bedrock_sim: SimServer, module_tmp: Path,
          "models": ["gpt-oss-20b"]},
         {"name": "capped", "sha256": hashlib.sha256(b"sk-capped").hexdigest(),
          "daily_budget_usd": 0.000001},
+        {"name": "ops", "sha256": hashlib.sha256(b"sk-ops").hexdigest(), "ops": True},
     ]
     policy = base_policy(ollama_sim.url, bedrock_sim.url, keys=keys)
     policy["backends"]["bedrock"]["price"] = {"input_per_mtok": 0.07, "output_per_mtok": 0.3}
@@ -96,6 +97,9 @@ def router(ollama_sim: SimServer, bedrock_sim: SimServer, module_tmp: Path,
     proc.audit = audit  # type: ignore[attr-defined]
     yield proc
     proc.stop()
+
+
+OPS = {"authorization": "Bearer sk-ops"}  # status and metrics need an ops key once keys exist
 
 
 def client_for(proc: RouterProcess, key: str | None) -> OpenAI:
@@ -175,10 +179,10 @@ def test_audit_has_private_records_without_text(router: RouterProcess) -> None:
 
 def test_metrics_and_status(router: RouterProcess) -> None:
     client_for(router, "sk-app").chat.completions.create(model="gpt-oss-20b", messages=user("m"))
-    text = httpx.get(router.url + "/metrics").text
+    text = httpx.get(router.url + "/metrics", headers=OPS).text
     assert "router_requests_total" in text and 'backend="local"' in text
     assert "router_local_in_flight" in text
-    status = httpx.get(router.url + "/v1/router/status").json()
+    status = httpx.get(router.url + "/v1/router/status", headers=OPS).json()
     assert status["backends"]["local"]["breaker"] == "closed"
     assert status["store"]["kind"] == "memory"
 
@@ -194,7 +198,7 @@ def test_key_budget_cap_gives_429_budget_exhausted(router: RouterProcess) -> Non
     # gpt-oss-20b still works: it stays local.
     raw = c.chat.completions.with_raw_response.create(model="gpt-oss-20b", messages=user("a"))
     assert raw.headers["x-router-backend"] == "local"
-    text = httpx.get(router.url + "/metrics").text
+    text = httpx.get(router.url + "/metrics", headers=OPS).text
     assert "router_cloud_spend_usd_total" in text
 
 

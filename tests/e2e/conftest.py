@@ -172,12 +172,13 @@ class Stack:
         self.wait_upstreams_closed()
         while time.monotonic() < deadline:
             ready = HTTP.get(self.url + "/readyz", timeout=5)
-            if ready.status_code == 200 and set(ready.json()["usable_backends"]) == set(
+            # /readyz says only ready or not; which backends are usable is in the status.
+            if ready.status_code == 200 and set(self.status()["usable_backends"]) == set(
                     status["backends"]):
                 break
             time.sleep(0.05)
         assert ready.status_code == 200, ready.text
-        assert set(ready.json()["usable_backends"]) == set(status["backends"]), ready.text
+        assert set(self.status()["usable_backends"]) == set(status["backends"]), ready.text
         self.reset_sims()
 
     def private_on_cloud(self) -> int:

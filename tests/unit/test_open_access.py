@@ -27,7 +27,7 @@ def policy(keys: list[dict[str, str]] | None = None) -> object:
 def test_open_router_refuses_remote_clients() -> None:
     # TestClient's peer address is "testclient": not loopback.
     app = create_app(RouterSettings(), policy=policy())  # type: ignore[arg-type]
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json=BODY)
         assert r.status_code == 401
         assert "loopback" in r.json()["error"]["message"]
@@ -36,7 +36,7 @@ def test_open_router_refuses_remote_clients() -> None:
 
 def test_open_remote_setting_allows_them() -> None:
     app = create_app(RouterSettings(open_remote=True), policy=policy())  # type: ignore[arg-type]
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json=BODY)
         assert r.status_code in (502, 503)  # past auth; the backend is down
 
@@ -44,7 +44,7 @@ def test_open_remote_setting_allows_them() -> None:
 def test_keys_configured_means_keys_decide() -> None:
     keys = [{"name": "a", "sha256": hashlib.sha256(b"k").hexdigest()}]
     app = create_app(RouterSettings(), policy=policy(keys))  # type: ignore[arg-type]
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.post("/v1/chat/completions", json=BODY).status_code == 401
         r = client.post("/v1/chat/completions", json=BODY, headers={"authorization": "Bearer k"})
         assert r.status_code in (502, 503)
