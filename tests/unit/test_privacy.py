@@ -1,7 +1,8 @@
-"""router.privacy: the secrets/PII detector and the privacy classifier (design §4)."""
+"""router.privacy: the secrets/PII detector, the privacy classifier and the request walk."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -409,7 +410,9 @@ def test_standard_lists_explicit_standard_sources() -> None:
     assert d == PrivacyDecision("standard", ("header", "metadata", "api_key", "policy_default"))
 
 
-@pytest.mark.parametrize("value", ["secret", "", "  ", "privat", "private,standard", "1"])
+@pytest.mark.parametrize(
+    "value", ["secret", "", "  ", "privat", "1", "private,bogus", "bogus, private", "private,", ","]
+)
 def test_invalid_header_is_400_naming_it(value: str) -> None:
     with pytest.raises(InvalidRequest) as exc:
         _classify(header=value)
@@ -532,3 +535,191 @@ def test_any_private_source_makes_private(
         assert d.sources == tuple(expected)
     else:
         assert d.sources[-1] == "policy_default"
+
+
+# ---------------------------------------------------------------------------------------------
+# X-Privacy as a list: repeated headers arrive joined with ", "; the most private token wins
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "cls"),
+    [
+        ("private, standard", "private"),
+        ("standard,private", "private"),
+        (" PRIVATE ", "private"),
+        ("standard , Private", "private"),
+        ("standard, standard", "standard"),
+        ("Standard,STANDARD ", "standard"),
+    ],
+)
+def test_header_list_resolves_to_most_private(value: str, cls: str) -> None:
+    d = _classify(header=value)
+    assert d.cls == cls
+    assert d.sources[0] == "header"
+
+
+def test_header_list_with_a_private_token_is_private_against_standard_markers() -> None:
+    req = _req(metadata={"privacy": "standard"})
+    d = _classify(req, header="standard, private", key_default="standard")
+    assert d == PrivacyDecision("private", ("header",))
+
+
+def test_invalid_token_next_to_private_is_400() -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        _classify(header="private,bogus")
+    assert exc.value.param == "X-Privacy"
+
+
+@pytest.mark.parametrize("key", ["Privacy", " privacy", "PRIVACY "])
+def test_every_spelling_of_metadata_privacy_counts(key: str) -> None:
+    d = _classify(_req(metadata={"privacy": "standard", key: "private"}))
+    assert d == PrivacyDecision("private", ("metadata",))
+    with pytest.raises(InvalidRequest):
+        _classify(_req(metadata={key: "bogus"}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The generic walk: a secret in any string the backend would receive is found
+# ---------------------------------------------------------------------------------------------
+
+EMAIL = "ann@example.org"
+AWS = "AKIAIOSFODNN7EXAMPLE"  # also a valid tool / function name and call id
+CARD = "4111111111111111"
+
+
+def _rich_body() -> dict[str, Any]:
+    params = {
+        "type": "object",
+        "description": "where",
+        "properties": {
+            "city": {"type": "string", "description": "the city", "enum": ["Paris", "Oslo"],
+                     "default": "Paris"},
+            "code": {"type": "integer", "enum": [1, 2]},
+        },
+        "required": ["city"],
+    }
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+    return {
+        "model": "gpt-oss-20b",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "weather?", "name": "alice"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather",
+                                                   "description": "get the weather",
+                                                   "parameters": params}}],
+        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        "response_format": {"type": "json_schema", "json_schema": {
+            "name": "answer", "schema": {"type": "object", "description": "the answer",
+                                         "properties": {"text": {"type": "string"}}}}},
+        "stop": ["END"],
+        "metadata": {"team": "blue"},
+        "user": "user-1",
+    }
+
+
+def _props(b: dict[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = b["tools"][0]["function"]["parameters"]["properties"]
+    return props
+
+
+FIELD_SECRETS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "message content": (lambda b: b["messages"][1].update(content=f"to {EMAIL}"), "email"),
+    "content part": (lambda b: b["messages"][1].update(
+        content=[{"type": "text", "text": f"card {CARD}"}]), "card"),
+    "message name": (lambda b: b["messages"][1].update(name=AWS), "aws_key"),
+    "tool description": (lambda b: b["tools"][0]["function"].update(
+        description=f"mail {EMAIL}"), "email"),
+    "tool function name": (lambda b: b["tools"][0]["function"].update(name=AWS), "aws_key"),
+    "parameter description": (lambda b: _props(b)["city"].update(
+        description=f"ask {EMAIL}"), "email"),
+    "parameter enum": (lambda b: _props(b)["city"]["enum"].append(EMAIL), "email"),
+    "parameter enum integer": (lambda b: _props(b)["code"]["enum"].append(int(CARD)), "card"),
+    "parameter default": (lambda b: _props(b)["city"].update(default=EMAIL), "email"),
+    "parameter name (a dict key)": (lambda b: _props(b).update({AWS: {"type": "string"}}),
+                                    "aws_key"),
+    "required list": (lambda b: b["tools"][0]["function"]["parameters"]["required"].append(AWS),
+                      "aws_key"),
+    "stop list": (lambda b: b["stop"].append(EMAIL), "email"),
+    "stop string": (lambda b: b.update(stop=EMAIL), "email"),
+    "tool-call id": (lambda b: b["messages"][2]["tool_calls"][0].update(id=AWS), "aws_key"),
+    "tool-call function name": (lambda b: b["messages"][2]["tool_calls"][0]["function"].update(
+        name=AWS), "aws_key"),
+    "tool-call arguments": (lambda b: b["messages"][2]["tool_calls"][0]["function"].update(
+        arguments={"to": EMAIL}), "email"),
+    "tool_call_id": (lambda b: b["messages"][3].update(tool_call_id=AWS), "aws_key"),
+    "tool_choice function name": (lambda b: b["tool_choice"]["function"].update(name=AWS),
+                                  "aws_key"),
+    "response_format schema description": (
+        lambda b: b["response_format"]["json_schema"]["schema"].update(description=EMAIL),
+        "email"),
+    "response_format schema name": (
+        lambda b: b["response_format"]["json_schema"].update(name=AWS), "aws_key"),
+    "metadata value": (lambda b: b["metadata"].update(team=EMAIL), "email"),
+    "metadata key": (lambda b: b["metadata"].update({AWS: "x"}), "aws_key"),
+    "user": (lambda b: b.update(user=EMAIL), "email"),
+    "reasoning": (lambda b: b["messages"][2].update(reasoning_content=f"I saw {EMAIL}"), "email"),
+}
+
+
+def test_rich_body_without_secrets_is_standard() -> None:
+    assert _classify(ChatRequest.model_validate(_rich_body())).cls == "standard"
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_SECRETS))
+def test_a_secret_in_any_field_makes_private(field: str) -> None:
+    mutate, kind = FIELD_SECRETS[field]
+    body = _rich_body()
+    mutate(body)
+    d = _classify(ChatRequest.model_validate(body))
+    assert d.cls == "private", field
+    assert f"detector:{kind}" in d.sources, (field, d.sources)
+
+
+def test_typed_numbers_are_not_scanned_but_free_form_ones_are() -> None:
+    # A 16-digit Luhn-valid seed is the client's knob, not content; the same number inside a
+    # tool schema is text a backend receives.
+    req = ChatRequest.model_validate({**_rich_body(), "seed": int(CARD)})
+    assert CARD not in privacy.request_texts(req)
+    assert _classify(req).cls == "standard"
+
+
+def test_walk_covers_every_string_value_of_the_dumped_request() -> None:
+    # What backends build their bodies from: every string value of the dump is scanned.
+    req = ChatRequest.model_validate(_rich_body())
+    values: set[str] = set()
+    stack: list[Any] = [req.model_dump()]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            values.add(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    assert "call_1" in values and "the city" in values
+    # `model` alone is left out: no backend receives it (each sends its own model id).
+    assert values - {"", req.model} <= set(privacy.request_texts(req))
+    assert req.model not in privacy.request_texts(req)
+
+
+def test_walk_survives_hostile_nesting_and_stays_linear() -> None:
+    req = ChatRequest.model_validate(_rich_body())
+    deep: dict[str, Any] = {"description": EMAIL}
+    for _ in range(100_000):  # far past Python's recursion limit
+        deep = {"type": "object", "properties": {"p": deep}}
+    assert req.tools is not None
+    req.tools[0].function.parameters = deep  # assignment is not validated: no recursion there
+    texts = privacy.request_texts(req)
+    assert EMAIL in texts
+    assert _classify(req).sources == ("detector:email",)
+
+
+def test_walk_separates_texts_so_they_cannot_join_into_a_match() -> None:
+    body = _rich_body()
+    body["stop"] = ["4111 1111", "1111 1111"]
+    assert _classify(ChatRequest.model_validate(body)).cls == "standard"
