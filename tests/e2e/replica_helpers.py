@@ -15,6 +15,7 @@ real `hybrid-router serve` processes sharing one Redis, and the checks on them.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import subprocess
 import sys
@@ -196,8 +197,15 @@ def chat(url: str, *, stream: bool = False, model: str = "gpt-oss-20b", text: st
     return Result(200, backend, reason, ok, detail=raw.decode()[-300:])
 
 
+# Sent with every status call: a policy with keys must include it as an ops key (OPS_KEY_ENTRY).
+OPS_KEY = "sk-e2e-ops"
+OPS_KEY_ENTRY = {"name": "e2e-ops", "sha256": hashlib.sha256(OPS_KEY.encode()).hexdigest(),
+                 "ops": True}
+
+
 def status(proc: RouterProcess) -> dict[str, Any]:
-    return HTTP.get(proc.url + "/v1/router/status", timeout=10).json()  # type: ignore[no-any-return]
+    return HTTP.get(proc.url + "/v1/router/status", timeout=10,  # type: ignore[no-any-return]
+                    headers={"authorization": f"Bearer {OPS_KEY}"}).json()
 
 
 def local_queue(proc: RouterProcess) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from router.simulators.ollama import OllamaSimConfig
 from router.simulators.server import SimServer
 from tests.conftest import RouterProcess
 from tests.e2e.replica_helpers import (
+    OPS_KEY_ENTRY,
     SIM_PARALLEL,
     assert_idle,
     chat,
@@ -177,7 +178,7 @@ def test_spend_caps_hold_across_replicas(
     backend_budget = 0.1
     keys = [{"name": "capped", "sha256": hashlib.sha256(b"sk-capped").hexdigest(),
              "daily_budget_usd": 1e-9},
-            {"name": "team", "sha256": hashlib.sha256(b"sk-team").hexdigest()}]
+            {"name": "team", "sha256": hashlib.sha256(b"sk-team").hexdigest()}, OPS_KEY_ENTRY]
     policy = replica_policy(ollama.url, bedrock.url, keys=keys)
     policy["backends"]["bedrock"].update(price=price, daily_budget_usd=backend_budget)
     a, b = replicas(policy, 2, store_env(prefix))
