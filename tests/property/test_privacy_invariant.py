@@ -12,6 +12,7 @@ import contextlib
 import os
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,6 +140,9 @@ def private_requests(draw: st.DrawFn) -> tuple[ChatRequest, dict[str, str], str 
 LOOP = asyncio.new_event_loop()
 
 
+# 10,000 examples take 80-100 s on a loaded 2-core machine: more than the suite's default
+# per-test timeout, which is for hangs, not for this deliberate volume.
+@pytest.mark.timeout(900)
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
