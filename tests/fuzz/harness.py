@@ -45,6 +45,29 @@ def examples(default: int) -> int:
     return int(os.environ.get("HR_FUZZ_EXAMPLES", str(default)))
 
 
+def collect_mode() -> bool:
+    """`HR_FUZZ_COLLECT=1` (the long run): tally every problem instead of stopping at the
+    first, and print a sample of each kind at the end."""
+    return os.environ.get("HR_FUZZ_COLLECT") == "1"
+
+
+class Findings:
+    """Problems seen in a collecting run, one sample request kept per kind."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: dict[str, str] = {}
+
+    def add(self, kind: str, sample: str) -> None:
+        self.count += 1
+        self.samples.setdefault(kind, sample[:1500])
+
+    def summary(self) -> str:
+        lines = [f"{self.count} problem(s), {len(self.samples)} kind(s)"]
+        lines += [f"--- {kind}\n{sample}" for kind, sample in self.samples.items()]
+        return "\n".join(lines)
+
+
 def fuzz_settings(default_examples: int) -> settings:
     """CI: a fixed example sequence (`derandomize`), so a run is repeatable; `HR_FUZZ_RANDOM=1`
     draws fresh ones. No shrinking unless `HR_FUZZ_SHRINK=1`: shrinking megabyte bodies takes

@@ -17,10 +17,19 @@ import pytest
 from hypothesis import given
 from starlette.testclient import TestClient
 
-from tests.fuzz.harness import FuzzApp, build_fuzz_app, client, fuzz_settings, response_problems
+from tests.fuzz.harness import (
+    Findings,
+    FuzzApp,
+    build_fuzz_app,
+    client,
+    collect_mode,
+    fuzz_settings,
+    response_problems,
+)
 from tests.fuzz.mutations import FuzzCase, fuzz_cases
 
 TALLY: Counter[str] = Counter()
+FINDINGS = Findings()
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +41,9 @@ def fuzz() -> Iterator[tuple[FuzzApp, TestClient]]:
           f"{TALLY['bad_body']} bad bodies, {TALLY['private']} private, "
           f"{TALLY['private_on_cloud']} private on the cloud, statuses "
           f"{sorted((k, v) for k, v in TALLY.items() if k.isdigit())}")
+    if collect_mode():
+        print(FINDINGS.summary())
+        assert FINDINGS.count == 0, "the fuzz found problems (samples above)"
 
 
 @fuzz_settings(150)
@@ -52,5 +64,9 @@ def test_mutated_requests_fail_cleanly_and_private_stays_local(
     TALLY["private_on_cloud"] += leaked
     detail = (case.path, case.headers, case.mutations, case.raw[:600], r.status_code,
               r.content[:400])
+    if collect_mode():
+        for kind in [*problems, *(["private request reached the cloud"] if leaked else [])]:
+            FINDINGS.add(f"{kind} ({r.status_code})", repr(detail))
+        return
     assert not problems, (problems, *detail)
     assert not leaked, ("a private request reached the cloud", *detail)
