@@ -115,3 +115,26 @@ def test_percentile_and_reason_classes() -> None:
     assert reason_class("failover_after=queue_timeout") == "failover_after"
     assert reason_class("local") == "local"
     assert reason_class("") == "none"
+
+
+@pytest.mark.slow
+def test_amplification_quick_reports_rss_and_healthz_for_every_body(tmp_path: Path) -> None:
+    out = tmp_path / "amplification.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.amplification", "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "amplification" and data["config"]["quick"] is True
+    rows = data["rows"]
+    assert list(rows) == ["idle", "tiny_messages", "max_messages", "max_parts"]
+    for name, row in rows.items():
+        assert row["healthz"]["samples"] > 0 and row["healthz"]["errors"] == 0, name
+        assert row["rss_mb"]["before"] > 0 and row["rss_mb"]["peak"] >= 0, name
+        if name != "idle":
+            assert sum(row["answers"].values()) > 0, name
+            assert all(k.isdigit() and int(k) < 500 for k in row["answers"]), (name, row)
+            assert set(row["ratios"]) == {"healthz_p50", "healthz_p99", "healthz_max",
+                                          "rss_peak_over_before"}
+    assert set(rows["tiny_messages"]["answers"]) == {"400"}  # over the message-count limit
