@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import yaml
 
-from router.simulators.server import free_port
+from router_simulators.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -120,7 +120,7 @@ def start_ollama_sim(logdir: Path, *, parallel: int, token_delay_s: float,
                      max_queue: int = 4096, name: str = "ollama-sim") -> tuple[Child, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    child = Child(name, [sys.executable, "-m", "router.simulators.ollama", "--port", str(port),
+    child = Child(name, [sys.executable, "-m", "router_simulators.ollama", "--port", str(port),
                          "--parallel", str(parallel), "--token-delay", str(token_delay_s),
                          "--max-queue", str(max_queue)], url + "/api/version", logdir)
     return child, url
@@ -129,7 +129,7 @@ def start_ollama_sim(logdir: Path, *, parallel: int, token_delay_s: float,
 def start_bedrock_sim(logdir: Path, *, token_delay_s: float) -> tuple[Child, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    child = Child("bedrock-sim", [sys.executable, "-m", "router.simulators.bedrock", "--port",
+    child = Child("bedrock-sim", [sys.executable, "-m", "router_simulators.bedrock", "--port",
                                   str(port), "--token-delay", str(token_delay_s)],
                   url + "/_sim/stats", logdir)
     return child, url

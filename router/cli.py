@@ -130,12 +130,23 @@ def explain(
         console.print(f"[red]would fail:[/] {result['error']['message']}")
 
 
+# What `hybrid-router demo` imports beyond the router: missing means the extra is not installed.
+_DEMO_MODULES = frozenset({"openai", "router_demo", "router_simulators"})
+DEMO_EXTRA_MISSING = "the demo needs the 'demo' extra: pip install 'hybrid-router[demo]'"
+
+
 @app.command()
 def demo(
     fast: Annotated[bool, typer.Option(help="shorter delays")] = False,
 ) -> None:
     """Start the simulators and the router on free loopback ports and drive them."""
-    from router.demo import run_demo
+    try:
+        from router_demo.run import run_demo  # the demo ships beside the router, not in it
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _DEMO_MODULES:
+            raise
+        err_console.print(DEMO_EXTRA_MISSING, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
     out = console if console.is_terminal else Console(width=150)
     raise typer.Exit(run_demo(out, fast=fast))

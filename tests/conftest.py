@@ -14,13 +14,13 @@ import httpx
 import pytest
 import yaml
 
-from router.simulators.bedrock import BedrockSimConfig
-from router.simulators.bedrock import create_app as bedrock_app
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.sagemaker import SageMakerSimConfig
-from router.simulators.sagemaker import create_app as sagemaker_app
-from router.simulators.server import SimServer, free_port
+from router_simulators.bedrock import BedrockSimConfig
+from router_simulators.bedrock import create_app as bedrock_app
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.sagemaker import SageMakerSimConfig
+from router_simulators.sagemaker import create_app as sagemaker_app
+from router_simulators.server import SimServer, free_port
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-west-2", "AWS_EC2_METADATA_DISABLED": "true"}

@@ -34,6 +34,7 @@ import orjson
 from router.backends.base import BackendCall, LoadedModel, ProbeResult, build_request
 from router.backends.configs import OllamaConfig
 from router.backends.gpu import read_gpu_memory
+from router.backends.gpu import unavailable_reason as nvml_unavailable_reason
 from router.backends.ollama_cloud import cloud_status, is_cloud_tag, remote_host, remote_models
 from router.backends.ollama_wire import build_payload, tool_calls
 from router.errors import (
@@ -307,6 +308,8 @@ class OllamaBackend:
             mem = await asyncio.to_thread(read_gpu_memory, self.config.nvml_device)
             if mem is not None:
                 result.gpu_free_bytes, result.gpu_total_bytes = mem
+            else:  # one line, e.g. "NVML unavailable: install 'hybrid-router[nvml]'"
+                result.detail = nvml_unavailable_reason() or "NVML unavailable"
         return result
 
     async def warm(self, model_id: str) -> None:

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from router.app import create_app
 from router.policy.loader import parse_policy
 from router.settings import RouterSettings
-from router.simulators.server import SimServer
+from router_simulators.server import SimServer
 from tests.conftest import base_policy, sim_get
 
 MSGS = [{"role": "user", "content": "hi"}]

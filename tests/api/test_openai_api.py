@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from router.simulators.server import SimServer
+from router_simulators.server import SimServer
 from tests.conftest import RouterProcess, base_policy
 
 TOOL = {"type": "function", "function": {
@@ -212,7 +212,7 @@ def test_health_and_ready(router: RouterProcess) -> None:
 
 
 def test_ollama_down_gives_clear_5xx(start_router: Any) -> None:
-    from router.simulators.server import free_port
+    from router_simulators.server import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     proc = start_router(base_policy(dead))

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from router.app import create_app
 from router.policy.loader import parse_policy
 from router.settings import RouterSettings
-from router.simulators.server import free_port
+from router_simulators.server import free_port
 
 LOCAL = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.7", 50000)

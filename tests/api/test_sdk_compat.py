@@ -17,9 +17,9 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.server import SimServer
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.server import SimServer
 from tests.conftest import AWS_ENV
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import orjson
 
-from router.simulators.sagemaker import SageMakerSimConfig
-from router.simulators.script import build_script
+from router_simulators.sagemaker import SageMakerSimConfig
+from router_simulators.script import build_script
 
 PIN = "x-e2e-pin"  # header that pins a request to one backend (a route per backend)
 PROMPT = "Explain how the hybrid router keeps answers flowing"

@@ -27,13 +27,13 @@ from typing import Any
 import pytest
 
 from router.audit import summarize
-from router.simulators.bedrock import BedrockSimConfig
-from router.simulators.bedrock import create_app as bedrock_app
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.sagemaker import SageMakerSimConfig
-from router.simulators.sagemaker import create_app as sagemaker_app
-from router.simulators.server import SimServer
+from router_simulators.bedrock import BedrockSimConfig
+from router_simulators.bedrock import create_app as bedrock_app
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.sagemaker import SageMakerSimConfig
+from router_simulators.sagemaker import create_app as sagemaker_app
+from router_simulators.server import SimServer
 from tests.conftest import RouterProcess
 
 # The suite's helper modules: pytest rewrites their asserts as it does a conftest's (detailed

@@ -31,11 +31,11 @@ import orjson
 import pytest
 import redis
 
-from router.simulators.bedrock import BedrockSimConfig
-from router.simulators.bedrock import create_app as bedrock_app
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.server import SimServer
+from router_simulators.bedrock import BedrockSimConfig
+from router_simulators.bedrock import create_app as bedrock_app
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.server import SimServer
 from tests.conftest import RouterProcess, base_policy
 
 REDIS_URL = os.environ.get("HR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

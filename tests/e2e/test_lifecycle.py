@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.server import SimServer
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.server import SimServer
 from tests.e2e.client import HTTP, PROMPT, Outcome, call
 from tests.e2e.conftest import Stack, fast_policy, start_stack
 

@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.server import SimServer
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.server import SimServer
 from tests.e2e.client import HTTP, PIN, PROMPT, TRUNCATED_SUCCESSES, Outcome, call
 from tests.e2e.conftest import (
     AUDIT_LOGS,

@@ -32,8 +32,8 @@ import pytest
 import redis
 from openai import OpenAI
 
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.server import SimServer
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.server import SimServer
 from tests.conftest import RouterProcess
 from tests.e2e.replica_helpers import (
     OPS_KEY_ENTRY,

@@ -26,8 +26,8 @@ import httpx
 import pytest
 import redis
 
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.server import SimServer, free_port
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.server import SimServer, free_port
 from tests.conftest import RouterProcess
 from tests.e2e.replica_helpers import (
     SIM_PARALLEL,

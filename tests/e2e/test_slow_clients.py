@@ -27,9 +27,9 @@ import pytest
 from aiohttp import web
 
 from router.audit import summarize
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.server import SimServer
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.server import SimServer
 from tests.conftest import RouterProcess, base_policy
 
 ENDLESS = "stream for ever please"  # the prompt our Ollama answers with an endless stream

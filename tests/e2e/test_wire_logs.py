@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from router.simulators.server import SimServer
+from router_simulators.server import SimServer
 from tests.conftest import RouterProcess, base_policy
 
 SECRET = "the quarterly numbers are in the blue folder"

@@ -26,10 +26,10 @@ from router.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from router.simulators.bedrock import STATE, BedrockSimConfig, SimState, create_app
-from router.simulators.script import Fault
-from router.simulators.server import SimServer
 from router.types import ChatRequest, StreamEvent
+from router_simulators.bedrock import STATE, BedrockSimConfig, SimState, create_app
+from router_simulators.script import Fault
+from router_simulators.server import SimServer
 
 MODEL = "openai.gpt-oss-20b-1:0"
 WEATHER_TOOL = {

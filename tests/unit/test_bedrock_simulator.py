@@ -13,8 +13,8 @@ import pytest
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer, EventStreamMessage
 
 from router.backends.aws_common import make_client
-from router.simulators.bedrock import STATE, BedrockSimConfig, SimState, create_app
-from router.simulators.server import SimServer
+from router_simulators.bedrock import STATE, BedrockSimConfig, SimState, create_app
+from router_simulators.server import SimServer
 
 MODEL = "openai.gpt-oss-20b-1:0"
 ENCODED = "openai.gpt-oss-20b-1%3A0"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from router.audit import AuditLog, AuditRecord
@@ -122,3 +125,15 @@ def test_check_default_policies_have_no_cloud_warnings() -> None:
     files = [str(p) for p in sorted((ROOT / "policies").glob("*.yaml"))]
     result = runner.invoke(app, ["check", *files])
     assert "warning" not in result.output
+
+
+@pytest.mark.parametrize("missing", ["openai", "router_demo", "router_simulators"])
+def test_demo_without_its_extra_names_it_in_one_line(missing: str) -> None:
+    """A production install (no `demo` extra): `hybrid-router demo` says what to install."""
+    code = (f"import sys; sys.modules[{missing!r}] = None; sys.argv = ['hybrid-router', 'demo']; "
+            "from router.cli import main; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == "the demo needs the 'demo' extra: pip install 'hybrid-router[demo]'\n"
+    assert proc.stdout == ""

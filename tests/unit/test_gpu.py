@@ -95,6 +95,33 @@ def test_missing_package_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gpu.read_gpu_memory() is None
 
 
+def test_missing_package_names_the_extra_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert gpu.unavailable_reason() is None  # not tried yet
+    with caplog.at_level("WARNING", logger=gpu.__name__):
+        assert gpu.read_gpu_memory() is None
+        assert gpu.read_gpu_memory() is None
+    assert gpu.unavailable_reason() == "NVML unavailable: install 'hybrid-router[nvml]'"
+    [record] = caplog.records  # said once, not at every probe
+    assert "hybrid-router[nvml]" in record.getMessage() and "\n" not in record.getMessage()
+
+
+def test_reason_says_why_nvml_failed_and_clears_on_success(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(init_fails=True))
+    assert gpu.read_gpu_memory() is None
+    assert gpu.unavailable_reason() == "NVML unavailable: NVML Shared Library Not Found"
+    gpu.shutdown()
+    assert gpu.unavailable_reason() is None
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(read_fails=True))
+    assert gpu.read_gpu_memory() is None
+    assert gpu.unavailable_reason() == "NVML read of device 0 failed: GPU is lost"
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
+    assert gpu.read_gpu_memory() == (10 << 30, 24 << 30)
+    assert gpu.unavailable_reason() is None
+
+
 def test_real_pynvml_without_a_gpu() -> None:
     """On a machine without a driver the real library reports LibraryNotFound -> None."""
     import pynvml

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from router.backends import gpu
 from router.backends import ollama as ollama_mod
 from router.backends.base import Backend, BackendCall
 from router.backends.configs import OllamaConfig
@@ -23,10 +25,10 @@ from router.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from router.simulators.ollama import BUSY, SIM_KEY, OllamaSim, OllamaSimConfig, create_app
-from router.simulators.script import Fault, build_script
-from router.simulators.server import SimServer, free_port
 from router.types import ChatRequest, StreamEvent
+from router_simulators.ollama import BUSY, SIM_KEY, OllamaSim, OllamaSimConfig, create_app
+from router_simulators.script import Fault, build_script
+from router_simulators.server import SimServer, free_port
 
 CALL_ID = re.compile(r"^call_[a-z0-9]{8}$")
 WEATHER = {
@@ -331,6 +333,20 @@ async def test_probe(backend: OllamaBackend, monkeypatch: pytest.MonkeyPatch) ->
     backend.config.use_nvml, backend.config.nvml_device = True, 1
     res = await backend.probe()
     assert (res.gpu_free_bytes, res.gpu_total_bytes) == (5, 24)
+
+
+async def test_probe_without_nvml_names_the_extra(backend: OllamaBackend,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`use_nvml` on a router installed without the `nvml` extra: still ok, and says why."""
+    gpu.shutdown()
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` fails
+    backend.config.use_nvml = True
+    try:
+        res = await backend.probe()
+    finally:
+        gpu.shutdown()
+    assert res.ok and res.gpu_free_bytes is None and res.loaded
+    assert res.detail == "NVML unavailable: install 'hybrid-router[nvml]'"
 
 
 async def test_warm_loads_a_model() -> None:

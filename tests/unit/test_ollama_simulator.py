@@ -12,10 +12,10 @@ import openai
 import orjson
 import pytest
 
-from router.simulators import ollama as sim_mod
-from router.simulators.ollama import BUSY, SIM_KEY, GiB, OllamaSim, OllamaSimConfig, create_app
-from router.simulators.script import Fault
-from router.simulators.server import SimServer
+from router_simulators import ollama as sim_mod
+from router_simulators.ollama import BUSY, SIM_KEY, GiB, OllamaSim, OllamaSimConfig, create_app
+from router_simulators.script import Fault
+from router_simulators.server import SimServer
 
 RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 CALL_ID = re.compile(r"^call_[a-z0-9]{8}$")

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from router.app import create_app
 from router.policy.loader import parse_policy
 from router.settings import RouterSettings
-from router.simulators.server import free_port
+from router_simulators.server import free_port
 
 BODY = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "hi"}]}
 

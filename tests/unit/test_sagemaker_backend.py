@@ -43,10 +43,10 @@ from router.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from router.simulators import eventstream
-from router.simulators.sagemaker import SageMakerSimConfig, create_app
-from router.simulators.server import SimServer, free_port
 from router.types import ChatRequest, StreamEvent
+from router_simulators import eventstream
+from router_simulators.sagemaker import SageMakerSimConfig, create_app
+from router_simulators.server import SimServer, free_port
 
 ENDPOINT = "gpt-oss-20b-endpoint"
 MODEL_ID = "openai/gpt-oss-20b"

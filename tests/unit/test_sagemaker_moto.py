@@ -21,9 +21,9 @@ from moto.server import ThreadedMotoServer
 from router.backends.base import BackendCall
 from router.backends.configs import SageMakerConfig, Timeouts
 from router.backends.sagemaker import SageMakerBackend
-from router.simulators.sagemaker import SageMakerSimConfig, create_app
-from router.simulators.server import SimServer, free_port
 from router.types import ChatRequest
+from router_simulators.sagemaker import SageMakerSimConfig, create_app
+from router_simulators.server import SimServer, free_port
 
 REGION = "us-west-2"
 ACCOUNT = "123456789012"

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.simulators.ollama_state import JSON_TYPE, SIM_KEY, Fail, call_id, json_body
-from router.simulators.script import Script, build_script
+from router_simulators.ollama_state import JSON_TYPE, SIM_KEY, Fail, call_id, json_body
+from router_simulators.script import Script, build_script
 
 
 def _oai_err(e: Fail) -> web.Response:

@@ -11,32 +11,21 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.table import Table
 
 from router.policy.loader import parse_policy
 from router.policy.schema import Policy
-from router.simulators.bedrock import BedrockSimConfig
-from router.simulators.bedrock import create_app as bedrock_app
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.sagemaker import SageMakerSimConfig
-from router.simulators.sagemaker import create_app as sagemaker_app
-from router.simulators.server import SimServer, free_port
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    },
-}
+from router_demo.scenes import Scenes
+from router_simulators.bedrock import BedrockSimConfig
+from router_simulators.bedrock import create_app as bedrock_app
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.sagemaker import SageMakerSimConfig
+from router_simulators.sagemaker import create_app as sagemaker_app
+from router_simulators.server import SimServer, free_port
 
 
 def demo_policy(ollama_url: str, bedrock_url: str, sagemaker_url: str) -> Policy:
@@ -106,17 +95,6 @@ class RouterThread:
         self.thread.join(10)
 
 
-@dataclass
-class Row:
-    scene: str
-    request: str
-    backend: str
-    reason: str
-    latency_ms: float
-    tokens: str
-    ok: bool
-
-
 @contextlib.contextmanager
 def simulators(token_delay: float, load_time: float) -> Iterator[tuple[SimServer, ...]]:
     olla = SimServer(lambda: ollama_app(OllamaSimConfig(
@@ -142,8 +120,6 @@ def run_demo(console: Console, fast: bool = False) -> int:
         with RouterThread(policy) as rt:
             console.print(f"simulated Ollama {olla.url} (24 GiB card, 2 slots), Bedrock {bed.url},"
                           f" SageMaker {sm.url}; router http://127.0.0.1:{rt.port}/v1")
-            from router.demo_scenes import Scenes
-
             scenes = Scenes(f"http://127.0.0.1:{rt.port}", olla, console)
             rows = scenes.run_all()
     table = Table("scene", "request", "backend", "reason (x-router-reason)", "latency",
@@ -158,12 +134,3 @@ def run_demo(console: Console, fast: bool = False) -> int:
         return 1
     console.print("every scene behaved as expected")
     return 0
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, (time.perf_counter() - t) * 1000
-
-
-

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.simulators.script import Fault, FaultQueue, SimStats
+from router_simulators.script import Fault, FaultQueue, SimStats
 
 GiB = 1 << 30
 BUSY = "server busy, please try again.  maximum pending requests exceeded"

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from router.simulators import eventstream
-from router.simulators.script import Fault, Script, build_script
+from router_simulators import eventstream
+from router_simulators.script import Fault, Script, build_script
 
 STATUS_CODES = {400: "ValidationError", 424: "ModelError", 429: "ThrottlingException",
                 500: "InternalFailure", 503: "ServiceUnavailable"}

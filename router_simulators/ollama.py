@@ -34,15 +34,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.simulators.ollama_openai import v1_chat, v1_models
-from router.simulators.ollama_state import BUSY as BUSY
-from router.simulators.ollama_state import JSON_TYPE, Fail, Model, call_id, json_body
-from router.simulators.ollama_state import SIM_KEY as SIM_KEY
-from router.simulators.ollama_state import GiB as GiB
-from router.simulators.ollama_state import OllamaSim as OllamaSim
-from router.simulators.ollama_state import OllamaSimConfig as OllamaSimConfig
-from router.simulators.script import Fault, Script, build_script
-from router.simulators.server import run_forever
+from router_simulators.ollama_openai import v1_chat, v1_models
+from router_simulators.ollama_state import BUSY as BUSY
+from router_simulators.ollama_state import JSON_TYPE, Fail, Model, call_id, json_body
+from router_simulators.ollama_state import SIM_KEY as SIM_KEY
+from router_simulators.ollama_state import GiB as GiB
+from router_simulators.ollama_state import OllamaSim as OllamaSim
+from router_simulators.ollama_state import OllamaSimConfig as OllamaSimConfig
+from router_simulators.script import Fault, Script, build_script
+from router_simulators.server import run_forever
 
 _THINK = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
 _DUR = re.compile(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -358,7 +358,7 @@ def _parse_models(spec: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m router.simulators.ollama", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m router_simulators.ollama", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=11434)

@@ -39,8 +39,8 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from router.simulators import eventstream
-from router.simulators.bedrock_wire import (
+from router_simulators import eventstream
+from router_simulators.bedrock_wire import (
     ERROR_TYPES,
     STOP_REASONS,
     check_converse,
@@ -54,8 +54,8 @@ from router.simulators.bedrock_wire import (
     midstream_exception,
     openai_usage,
 )
-from router.simulators.script import Fault, FaultQueue, Script, SimStats, build_script, count_tokens
-from router.simulators.server import run_forever
+from router_simulators.script import Fault, FaultQueue, Script, SimStats, build_script, count_tokens
+from router_simulators.server import run_forever
 
 KNOWN_MODELS = ("openai.gpt-oss-20b-1:0", "openai.gpt-oss-120b-1:0")
 _CORAL = ":http://internal.amazon.com/coral/com.amazon.bedrock/"

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from router.simulators.script import Fault, Script
+from router_simulators.script import Fault, Script
 
 # Non-stream error code by HTTP status (a fault's `error_type` overrides it).
 ERROR_TYPES = {

@@ -96,5 +96,5 @@ class SimServer:
 
 
 def run_forever(app: web.Application, host: str, port: int) -> None:
-    """Foreground mode for `python -m router.simulators.<name>`."""
+    """Foreground mode for `python -m router_simulators.<name>`."""
     web.run_app(app, host=host, port=port, print=None, handle_signals=True)

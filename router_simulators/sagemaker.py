@@ -50,8 +50,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from router.simulators import eventstream
-from router.simulators.sagemaker_wire import (
+from router_simulators import eventstream
+from router_simulators.sagemaker_wire import (
     FINISH,
     STATUS_CODES,
     SageMakerFault,
@@ -65,8 +65,8 @@ from router.simulators.sagemaker_wire import (
     stream_exception_payload,
     upstream_error,
 )
-from router.simulators.script import Fault, FaultQueue, SimStats
-from router.simulators.server import run_forever
+from router_simulators.script import Fault, FaultQueue, SimStats
+from router_simulators.server import run_forever
 
 FAULTS_KEY = web.AppKey("faults", FaultQueue)
 STATS_KEY = web.AppKey("stats", SimStats)
@@ -365,7 +365,7 @@ def create_app(config: SageMakerSimConfig | None = None) -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m router.simulators.sagemaker", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m router_simulators.sagemaker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)

@@ -13,8 +13,8 @@ from typing import Any
 from openai import OpenAI
 from rich.console import Console
 
-from router.demo import WEATHER_TOOL, Row
-from router.simulators.server import SimServer
+from router_demo.common import WEATHER_TOOL, Row
+from router_simulators.server import SimServer
 
 # Loopback only: never through a proxy from the environment.
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))

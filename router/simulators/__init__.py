@@ -1,6 +1,0 @@
-"""Protocol-faithful simulators of Ollama, the Bedrock runtime and the SageMaker runtime.
-
-Used by the tests, the demo and the benchmarks; each can also run alone on any port
-(`python -m router.simulators.<name> --port N`). Output is deterministic (`script.py`);
-faults are scripted per request through `POST /_sim/faults` (same vocabulary everywhere).
-"""
