@@ -25,18 +25,30 @@
         ├── BackendModelMissing          model not pulled / endpoint not found  not retryable
         ├── BackendContextExceeded       prompt too long for this backend       try a larger window
         ├── BackendContentFiltered       content filter                          not retryable
-        └── BackendStreamError           cut / malformed / in-band error        retryable only
-                                          before the first byte reached the client
-    AllBackendsFailed                    the last backend error, with every attempt's error
+        ├── BackendStreamError           cut / malformed / in-band error        retryable only
+        │                                 before the first byte reached the client
+        ├── QueueTimeout                 503 admission waited its whole bound for a local slot
+        ├── CircuitOpened                the breaker opened while backing off     fail over
+        └── AllBackendsFailed            the last backend error, with every attempt's error
+
+    Not client-visible (configuration and internal signals):
+    PolicyError(Exception)               an invalid policy file; `lines`, one per problem
+    UnknownBackendType(LookupError)      a backend `type` no one registered
+    ToolArgumentsError(ValueError)       an assistant tool call whose arguments are not a
+                                          JSON object (Bedrock Converse needs one)
 
 Backends raise BackendError subclasses only (mapped by type or code inside each backend), and
-RequestBuildError for an unexpected exception while building a request;
-`api/error_responses.py` is the only place that turns any of these into an OpenAI body.
+RequestBuildError for an unexpected exception while building a request. An error raised through
+the service facade carries `meta` (the request id, route, backend and reason known when it was
+raised). Each surface has one error encoder (`api/error_responses.py` for the OpenAI surface)
+that turns any of these into its wire body.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from router.route_meta import RouteMeta
 
 
 class RouterError(Exception):
@@ -44,6 +56,7 @@ class RouterError(Exception):
     type: str = "api_error"
     code: str | None = None
     retryable: bool = False
+    meta: RouteMeta | None = None  # set by the service facade on the way out
 
     def __init__(
         self,
@@ -247,6 +260,21 @@ class BackendStreamError(BackendError):
     retryable = True
 
 
+class QueueTimeout(BackendError):
+    """Admission waited its whole bound for a local slot."""
+
+    status = 503
+    code = "queue_timeout"
+    retryable = False
+
+
+class CircuitOpened(BackendError):
+    """The backend's breaker opened while this request was backing off; carries the code of
+    the failure that opened it. Not retried: the executor fails over."""
+
+    retryable = False
+
+
 class AllBackendsFailed(BackendError):
     """Every candidate failed; status and body follow the most telling error."""
 
@@ -263,3 +291,19 @@ class AllBackendsFailed(BackendError):
         )
         self.type = last.type
         self.errors = errors
+
+
+class PolicyError(Exception):
+    """An invalid policy; `lines` holds one message per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class UnknownBackendType(LookupError):
+    """A config whose type no one registered (or a name given to `backend_type`)."""
+
+
+class ToolArgumentsError(ValueError):
+    """An assistant tool call whose arguments are not a JSON object (Converse needs one)."""

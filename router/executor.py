@@ -41,9 +41,11 @@ from router.errors import (
     BackendStreamError,
     BackendTimeout,
     BudgetExhausted,
+    CircuitOpened,
     DeadlineExceeded,
     InternalError,
     NoLocalCapacity,
+    QueueTimeout,
     RouterError,
     describe_exception,
 )
@@ -61,25 +63,6 @@ T = TypeVar("T")
 
 # Errors another backend may fix: fail over. Others (validation, content filter) go back as is.
 FAILOVER_ERRORS = (BackendAuthError, BackendModelMissing, BackendContextExceeded)
-
-
-class QueueTimeout(BackendError):
-    """Admission waited its whole bound for a local slot."""
-
-    status = 503
-    code = "queue_timeout"
-    retryable = False
-
-
-class CircuitOpened(BackendError):
-    """The backend's breaker opened while this request was backing off; carries the code of
-    the failure that opened it. Not retried: the executor fails over."""
-
-    retryable = False
-
-
-class PrivacyViolationBlocked(RuntimeError):
-    """Raised (and logged) if a plan ever offers a non-local backend to a private request."""
 
 
 @dataclass(slots=True)

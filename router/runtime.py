@@ -3,6 +3,10 @@
 A policy reload builds a new `Runtime` and swaps it in; requests hold the runtime they started
 with (`enter`/`leave`), and the old one closes its backends only when its last request ends,
 so a reload never drops a request in flight.
+
+What outlives a policy is handed in by the composition root (`router/compose.py`): the state
+store, the clocks, the metric hooks and the blocking-call pool that AWS backends run on (given
+to every backend that is a `PoolUser`). The runtime builds only what belongs to its policy.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from router.auth import KeyRing
 from router.backends.base import Backend
+from router.backends.pool import BlockingPool, PoolUser
 from router.backends.configs import OllamaConfig
 from router.backends.registry import build_backend
 from router.executor import Executor, Hooks
@@ -37,6 +42,7 @@ class Runtime:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backend_factory: Callable[[str, object], Backend] | None = None,
         breaker_clock: Callable[[], float] = time.time,
+        pool: BlockingPool | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -45,6 +51,10 @@ class Runtime:
             name: factory(name, cfg)  # type: ignore[arg-type]
             for name, cfg in policy.backends.items()
         }
+        if pool is not None:
+            for backend in self.backends.values():
+                if isinstance(backend, PoolUser):
+                    backend.use_pool(pool)
         self.local = {name: cfg.local for name, cfg in policy.backends.items()}
         # Breaker times are shared through the store: wall clock, comparable across hosts.
         self.breakers = BreakerBook(store, policy.circuit, self.local, breaker_clock)

@@ -164,7 +164,7 @@ def build_config(app: Starlette, settings: RouterSettings) -> uvicorn.Config:
     if cap < settings.max_connections:
         log.warning("max_connections lowered to %d to fit the open-file limit", cap)
     protocol = guarded_protocol(settings.header_timeout_s, cap,
-                                service.metrics.count_slow_client)
+                                service.count_slow_client)
     return uvicorn.Config(app, host=settings.host, port=settings.port,
                           log_level=settings.log_level, access_log=False,
                           http=protocol, timeout_keep_alive=settings.keep_alive_s,

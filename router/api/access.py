@@ -8,7 +8,9 @@
   from anywhere.
 
 `/healthz` and `/readyz` stay open (they reveal only a status word). Keys are compared in
-constant time (`auth.py`); errors never echo the presented key.
+constant time (`auth.py`); errors never echo the presented key. The decisions are made behind
+the service facade (`RouterService.authorize_client` / `authorize_ops`); this module only
+wraps endpoints with them.
 """
 
 from __future__ import annotations
@@ -18,69 +20,33 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.api.edge import client_context
 from router.api.error_responses import error_response
-from router.auth import KeyRing, digest_matches, presented_key
-from router.errors import PermissionDenied, RouterError, Unauthorized
-from router.service import RouterService
+from router.errors import RouterError
+from router.service import ClientContext, RouterService
 
-__all__ = ["Access", "is_loopback"]
+__all__ = ["Access"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-_LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.", "localhost")
-
-
-def is_loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    return host.startswith(_LOOPBACK_PREFIXES)
-
 
 class Access:
-    def __init__(self, service: RouterService, admin_key_hash: str | None,
-                 open_remote: bool) -> None:
+    """Endpoint wrappers; the decisions are the service's."""
+
+    def __init__(self, service: RouterService) -> None:
         self.service = service
-        self._admin = [admin_key_hash] if admin_key_hash else []
-        self.open_remote = open_remote
-
-    def _local_or_open(self, request: Request, what: str) -> None:
-        if self.open_remote or is_loopback(request):
-            return
-        raise Unauthorized(
-            f"This router has no API keys configured, so {what} serves loopback clients only. "
-            "Configure keys (hybrid-router keygen) or set ROUTER_OPEN_REMOTE=true.")
-
-    def check_client(self, request: Request) -> None:
-        keys = self.service.runtime.keys
-        if keys.is_open:
-            self._local_or_open(request, "it")
-            return
-        keys.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
-
-    def check_ops(self, request: Request) -> None:
-        auth, x_key = request.headers.get("authorization"), request.headers.get("x-api-key")
-        plaintext = presented_key(auth, x_key)
-        if plaintext is not None and digest_matches(plaintext, self._admin):
-            return
-        keys = self.service.runtime.keys
-        if keys.is_open:
-            self._local_or_open(request, "this endpoint")
-            return
-        key = keys.authenticate(auth, x_key)
-        if key is None or not KeyRing.may_operate(key):
-            raise PermissionDenied("This endpoint needs an ops or admin key.",
-                                   code="ops_key_required")
 
     def client(self, endpoint: Endpoint) -> Endpoint:
-        return self._guard(endpoint, self.check_client)
+        return self._guard(endpoint, self.service.authorize_client)
 
     def ops(self, endpoint: Endpoint) -> Endpoint:
-        return self._guard(endpoint, self.check_ops)
+        return self._guard(endpoint, self.service.authorize_ops)
 
     @staticmethod
-    def _guard(endpoint: Endpoint, check: Callable[[Request], None]) -> Endpoint:
+    def _guard(endpoint: Endpoint, check: Callable[[ClientContext], None]) -> Endpoint:
         async def guarded(request: Request) -> Response:
             try:
-                check(request)
+                check(client_context(request))
             except RouterError as exc:
                 return error_response(exc)
             return await endpoint(request)

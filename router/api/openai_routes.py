@@ -1,10 +1,12 @@
 """POST /v1/chat/completions (JSON and SSE), GET /v1/models, POST /v1/router/explain.
 
-Parsing happens once, at the edge (`api/request_body.py`: content type, size limit, JSON,
-limits, then `ChatRequest` validation); after that the request path works on typed values
-only. Streams keep the contract of design §7: the status line and headers go out only after
-the first event, so any earlier failure can still fail over; a later failure ends the stream
-with an in-band `data: {"error": ...}` event and no `[DONE]`.
+The OpenAI surface is a codec over the service facade: it reads the body once, at the edge
+(`api/request_body.py`: content type, size limit, JSON, limits, then `ChatRequest`
+validation), hands the typed request and a `ClientContext` to `RouterService`, and encodes
+the answer (`api/openai_wire.py`) or the error (`api/error_responses.py`). Streams keep
+their contract: the status line and headers go out only after the first event (the service
+returns the stream only then, so any earlier failure can still fail over); a later failure
+ends the stream with an in-band `data: {"error": ...}` event and no `[DONE]`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.api.edge import client_context, meta_headers
 from router.api.error_responses import error_response
 from router.api.openai_wire import ChunkEncoder, completion_body, error_event
 from router.api.request_body import (
@@ -25,194 +28,99 @@ from router.api.request_body import (
     CLIENT_GONE_STATUS,
     ClientGone,
     body_limits,
-    lower_headers,
     read_chat_request,
-    request_id,
 )
-from router.api.streaming import (
-    CLIENT_CLOSED_STATUS,
-    ClientStalled,
-    StreamOutcome,
-    TimedStreamingResponse,
-)
-from router.errors import BackendError, RouterError, Unauthorized
-from router.executor import StreamSession
+from router.api.streaming import ClientStalled, TimedStreamingResponse
+from router.errors import BackendError, RouterError
 from router.ids import new_id
 from router.metrics import SlowClient
-from router.service import Prepared, RouterService, error_outcome
-from router.types import ChatRequest, Usage
+from router.service import ClientContext, OpenedStream, RouterService, error_outcome
+from router.types import ChatRequest
 
 log = logging.getLogger("router.api")
-
-LOOPBACK = ("127.", "::1", "localhost")
 
 
 class ChatRoutes:
     def __init__(self, service: RouterService, max_body_bytes: int,
                  open_remote: bool = False, send_timeout_s: float = 30.0) -> None:
+        # `open_remote` is the service's (RouterService(open_remote=...)); kept for callers.
         self.service = service
         self.send_timeout_s = send_timeout_s
         self.limit = max_body_bytes
-        self.open_remote = open_remote
 
-    def check_open_access(self, request: Request) -> None:
-        """No API keys configured means open access for loopback clients only."""
-        if self.open_remote or not self.service.runtime.keys.is_open:
-            return
-        host = request.client.host if request.client else ""
-        if not host.startswith(LOOPBACK):
-            raise Unauthorized(
-                "This router has no API keys configured, so it serves loopback clients only. "
-                "Configure keys (hybrid-router keygen) or set ROUTER_OPEN_REMOTE=true.")
+    async def _read(self, request: Request, client: ClientContext) -> ChatRequest:
+        self.service.check_open_access(client)  # before the body: no keys, loopback only
+        return await read_chat_request(request, body_limits(request, self.limit))
 
     async def chat_completions(self, request: Request) -> Response:
-        headers = lower_headers(request)
-        rid = request_id(headers)
-        headers["x-request-id"] = rid
-        base_headers = {"x-request-id": rid}
-        prep: Prepared | None = None
-        parsed: ChatRequest | None = None
+        client = client_context(request)
         try:
-            self.check_open_access(request)
-            parsed = await read_chat_request(request, body_limits(request, self.limit))
-            prep = await self.service.prepare(parsed, headers)
-            base_headers["x-router-route"] = prep.plan.route
-            base_headers["x-router-reason"] = prep.plan.reason
-            if prep.plan.error is not None:
-                raise prep.plan.error
+            parsed = await self._read(request, client)
         except ClientGone:
-            return await self._client_gone(rid)
+            return self._client_gone(client.request_id)
         except (RouterError, ValidationError) as exc:
-            resp = error_response(exc, base_headers)
-            await self.service.finish(prep, status=resp.status_code, outcome=_outcome(exc),
-                                      request=parsed, request_id=rid)
-            return resp
-        if parsed.stream:
-            return await self._stream(prep, base_headers)
-        return await self._complete(prep, base_headers)
-
-    async def _complete(self, prep: Prepared, headers: dict[str, str]) -> Response:
-        runtime, ctx = prep.runtime, prep.ctx
-        runtime.enter()
+            self.service.record_rejected(_outcome(exc))
+            return error_response(exc, {"x-request-id": client.request_id})
         try:
-            result = await runtime.executor.chat(ctx, prep.plan)
+            if parsed.stream:
+                return await self._stream(parsed, client)
+            done = await self.service.complete(parsed, client)
         except RouterError as exc:
-            headers["x-router-reason"] = ctx.reason or prep.plan.reason
-            resp = error_response(exc, headers)
-            await self.service.finish(prep, status=resp.status_code, outcome=_outcome(exc))
-            return resp
-        finally:
-            runtime.leave()
-        headers["x-router-backend"] = ctx.served_by or ""
-        headers["x-router-reason"] = ctx.reason
-        body = completion_body(result, completion_id=_completion_id(), created=int(time.time()),
-                               model=ctx.facts.model)
-        await self.service.finish(prep, status=200, outcome="ok", usage=result.usage)
-        return Response(body, media_type="application/json", headers=headers)
+            return error_response(exc, meta_headers(exc.meta, client.request_id))
+        body = completion_body(done.result, completion_id=_completion_id(),
+                               created=int(time.time()), model=done.model)
+        return Response(body, media_type="application/json", headers=meta_headers(done.meta))
 
-    async def _stream(self, prep: Prepared, headers: dict[str, str]) -> Response:
-        runtime, ctx = prep.runtime, prep.ctx
-        runtime.enter()
-        try:
-            session = await runtime.executor.open_stream(ctx, prep.plan)
-        except RouterError as exc:
-            runtime.leave()
-            headers["x-router-reason"] = ctx.reason or prep.plan.reason
-            resp = error_response(exc, headers)
-            await self.service.finish(prep, status=resp.status_code, outcome=_outcome(exc),
-                                      stream=True)
-            return resp
-        except BaseException:
-            runtime.leave()
-            raise
-        headers["x-router-backend"] = ctx.served_by or ""
-        headers["x-router-reason"] = ctx.reason
+    async def _stream(self, parsed: ChatRequest, client: ClientContext) -> Response:
+        opened = await self.service.stream(parsed, client)
+        headers = meta_headers(opened.meta)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return TimedStreamingResponse(self._sse(prep, session), media_type="text/event-stream",
+        return TimedStreamingResponse(self._sse(opened), media_type="text/event-stream",
                                       headers=headers, send_timeout_s=self.send_timeout_s,
                                       on_stall=self._count_stall)
 
     def _count_stall(self) -> None:
-        self.service.metrics.count_slow_client(SlowClient.SEND_TIMEOUT)
+        self.service.count_slow_client(SlowClient.SEND_TIMEOUT)
 
-    async def _sse(self, prep: Prepared, session: StreamSession) -> AsyncIterator[bytes]:
-        ctx = prep.ctx
+    async def _sse(self, opened: OpenedStream) -> AsyncIterator[bytes]:
         enc = ChunkEncoder(completion_id=_completion_id(), created=int(time.time()),
-                           model=ctx.facts.model, include_usage=ctx.request.include_usage)
-        usage: Usage | None = None
-        outcome: str = StreamOutcome.CLIENT_DISCONNECTED
-        status = CLIENT_CLOSED_STATUS
-        self.service.active_streams.add(session)
+                           model=opened.model, include_usage=opened.include_usage)
         try:
-            async for event in session.events():
-                if event.usage is not None:
-                    usage = event.usage
+            async for event in opened:
                 yield enc.encode(event)
-            outcome, status = StreamOutcome.OK, 200
         except ClientStalled:
-            outcome = StreamOutcome.CLIENT_STALLED
+            opened.client_stalled()
         except BackendError as exc:
-            outcome, status = exc.code or "stream_error", 502
             yield error_event({"error": {
-                "message": f"The upstream stream from '{session.candidate.backend}' broke after "
+                "message": f"The upstream stream from '{opened.meta.backend}' broke after "
                            f"it started: {exc.message}. The answer above is incomplete.",
                 "type": "api_error", "param": None, "code": exc.code or "stream_error"}})
         finally:
-            self.service.active_streams.discard(session)
-            await session.aclose()
-            prep.runtime.leave()
-            await self.service.finish(prep, status=status, outcome=outcome, usage=usage,
-                                      stream=True)
+            await opened.aclose()
 
-    async def _client_gone(self, rid: str) -> Response:
+    def _client_gone(self, rid: str) -> Response:
         """The client left while sending its body: one line, one count, nobody to answer."""
         log.info("client disconnected before its request body was read (request %s)", rid)
-        await self.service.finish(None, status=CLIENT_GONE_STATUS, outcome=CLIENT_GONE_OUTCOME,
-                                  request_id=rid)
+        self.service.record_rejected(CLIENT_GONE_OUTCOME)
         return Response(status_code=CLIENT_GONE_STATUS)
 
     async def models(self, request: Request) -> Response:
-        policy = self.service.policy
-        served = {m for cfg in policy.backends.values() for m in cfg.models}
         data = [{"id": m, "object": "model", "created": 1754352000, "owned_by": "openai"}
-                for m in policy.models if m in served]
+                for m in self.service.served_models()]
         return Response(orjson.dumps({"object": "list", "data": data}),
                         media_type="application/json")
 
     async def explain(self, request: Request) -> Response:
-        headers = lower_headers(request)
+        client = client_context(request)
         try:
-            self.check_open_access(request)
-            parsed = await read_chat_request(request, body_limits(request, self.limit))
-            prep = await self.service.prepare(parsed, headers, dry_run=True)
+            parsed = await self._read(request, client)
+            view = await self.service.explain(parsed, client)
         except ClientGone:
-            return await self._client_gone(request_id(headers))
+            return self._client_gone(client.request_id)
         except (RouterError, ValidationError) as exc:
             return error_response(exc)
-        return Response(orjson.dumps(plan_json(prep)), media_type="application/json")
-
-
-def plan_json(prep: Prepared) -> dict[str, object]:
-    p, ctx = prep.plan, prep.ctx
-    return {
-        "model": ctx.facts.model,
-        "privacy": ctx.facts.privacy,
-        "privacy_sources": list(ctx.privacy_sources),
-        "estimated_prompt_tokens": ctx.facts.prompt_tokens,
-        "needed_tokens": p.needed_tokens,
-        "route": p.route,
-        "reason": p.reason,
-        "candidates": [
-            {"backend": c.backend, "model_id": c.model_id, "local": c.local, "reason": c.reason,
-             "estimated_wait_s": round(c.est_wait_s, 3), "max_wait_s": c.max_wait_s,
-             "cold": c.cold}
-            for c in p.candidates
-        ],
-        "excluded": [{"backend": e.backend, "reason": e.reason} for e in p.excluded],
-        "warm": [{"backend": b, "model_id": m} for b, m in p.warm],
-        "error": p.error.body()["error"] if p.error else None,
-    }
+        return Response(orjson.dumps(view), media_type="application/json")
 
 
 def _completion_id() -> str:

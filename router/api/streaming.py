@@ -19,28 +19,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from enum import StrEnum
 from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-__all__ = ["CONNECTION_EXTENSION", "ClientStalled", "StreamOutcome", "TimedStreamingResponse"]
+from router.service.client import CLIENT_CLOSED_STATUS as CLIENT_CLOSED_STATUS
+from router.service.client import StreamOutcome as StreamOutcome
+
+__all__ = ["CLIENT_CLOSED_STATUS", "CONNECTION_EXTENSION", "ClientStalled", "StreamOutcome",
+           "TimedStreamingResponse"]
 
 log = logging.getLogger("router.api")
 
 CONNECTION_EXTENSION = "router.connection"  # scope["extensions"][...] = {"abort": callable}
-
-
-class StreamOutcome(StrEnum):
-    """How a stream ended, for the audit log and the `outcome` label."""
-
-    OK = "ok"
-    CLIENT_DISCONNECTED = "client_disconnected"
-    CLIENT_STALLED = "client_stalled"
-
-
-CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request": the client ended it, not us
 
 
 class ClientStalled(Exception):

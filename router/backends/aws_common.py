@@ -1,26 +1,22 @@
 """What the Bedrock and SageMaker backends share: boto3 clients and the thread offload.
 
-boto3 is synchronous. Every call and every `next()` on an event stream runs on one dedicated
-thread pool (`AWS_EXECUTOR`, sized for many concurrent streams), never on the event loop and
-never on asyncio's small default executor (which aiohttp also uses for DNS): 50 stalled cloud
-streams must not delay a local request. botocore's own retries are off (the router retries).
+boto3 is synchronous. Every call and every `next()` on an event stream runs on a dedicated
+thread pool (`backends/pool.py`: one `BlockingPool`, sized for many concurrent streams, made
+and shut down by the composition root), never on the event loop and never on asyncio's small
+default executor (which aiohttp also uses for DNS): 50 stalled cloud streams must not delay a
+local request. `PooledBackend` is the part of a backend that holds its pool: the one it is
+given (`use_pool`), or a private one made on first use and shut down in `aclose`. botocore's
+own retries are off (the router retries).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 from botocore.config import Config
 
-T = TypeVar("T")
-
-AWS_EXECUTOR = ThreadPoolExecutor(max_workers=256, thread_name_prefix="aws")
-_DONE = object()
+from router.backends.pool import DEFAULT_WORKERS, BlockingPool
 
 
 def make_client(
@@ -43,43 +39,29 @@ def make_client(
         retries={"mode": "standard", "total_max_attempts": 1},  # the router retries
         connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
-        max_pool_connections=256,
+        max_pool_connections=DEFAULT_WORKERS,
         tcp_keepalive=True,
     )
     return session.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
 
 
-async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(AWS_EXECUTOR, lambda: fn(*args, **kwargs))
+class PooledBackend:
+    """Mixin: the blocking pool of an AWS backend (given by the runtime, or its own)."""
 
+    _pool: BlockingPool | None = None
+    _owns_pool: bool = False
 
-def _next(it: Iterator[T]) -> T | object:
-    try:
-        return next(it)
-    except StopIteration:
-        return _DONE
+    def use_pool(self, pool: BlockingPool) -> None:
+        self._pool, self._owns_pool = pool, False
 
+    @property
+    def pool(self) -> BlockingPool:
+        if self._pool is None:
+            self._pool, self._owns_pool = BlockingPool(), True
+        return self._pool
 
-async def iterate_sync(
-    iterable: Iterable[T], close: Callable[[], None] | None = None
-) -> AsyncIterator[T]:
-    """Iterate a blocking iterator from async code, one `next()` per pool hop.
-
-    If the consumer stops early (client gone, timeout), `close` is called so the underlying
-    HTTP response is released.
-    """
-    it = iter(iterable)
-    loop = asyncio.get_running_loop()
-    finished = False
-    try:
-        while True:
-            item = await loop.run_in_executor(AWS_EXECUTOR, _next, it)
-            if item is _DONE:
-                finished = True
-                return
-            yield item  # type: ignore[misc]
-    finally:
-        if not finished and close is not None:
-            with contextlib.suppress(Exception):
-                await loop.run_in_executor(AWS_EXECUTOR, close)
+    def close_own_pool(self) -> None:
+        """Shut the pool down if this backend made it (a shared one belongs to the root)."""
+        if self._owns_pool and self._pool is not None:
+            self._pool.shutdown()
+            self._pool, self._owns_pool = None, False

@@ -76,7 +76,7 @@ import botocore.exceptions as bce
 import urllib3.exceptions
 from botocore.eventstream import ParserError
 
-from router.backends.aws_common import AWS_EXECUTOR, iterate_sync, make_client, run_sync
+from router.backends.aws_common import PooledBackend, make_client
 from router.backends.base import BackendCall, ProbeResult, build_request
 from router.backends.bedrock_converse import (
     CONTEXT_STOP,
@@ -312,7 +312,7 @@ class _StreamState:
                            usage=self.usage)
 
 
-class BedrockBackend:
+class BedrockBackend(PooledBackend):
     """gpt-oss on Amazon Bedrock through Converse / ConverseStream."""
 
     local = False
@@ -350,7 +350,7 @@ class BedrockBackend:
     async def chat(self, call: BackendCall) -> ChatResult:
         kwargs, attempt = self.prepare(call)
         with _mapped(attempt):
-            response = await run_sync(self._client.converse, **kwargs)
+            response = await self.pool.run(self._client.converse, **kwargs)
         result, stop = parse_converse(response)
         if result.finish_reason == "content_filter":
             raise BackendContentFiltered(f"bedrock: stopReason {stop}", backend=self.name)
@@ -362,7 +362,7 @@ class BedrockBackend:
 
     async def _open(self, kwargs: dict[str, Any]) -> Any:
         """Start ConverseStream; if we are cancelled meanwhile, release the late response."""
-        future = AWS_EXECUTOR.submit(partial(self._client.converse_stream, **kwargs))
+        future = self.pool.submit(partial(self._client.converse_stream, **kwargs))
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -376,7 +376,7 @@ class BedrockBackend:
             response = await self._open(kwargs)
         events = response["stream"]
         inner = cast(AsyncGenerator[Any, None],
-                     iterate_sync(events, close=partial(_abort_stream, events)))
+                     self.pool.iterate(events, close=partial(_abort_stream, events)))
         try:
             with _mapped(attempt):
                 async for raw in inner:
@@ -403,4 +403,7 @@ class BedrockBackend:
         return None
 
     async def aclose(self) -> None:
-        await run_sync(self._client.close)
+        try:
+            await self.pool.run(self._client.close)
+        finally:
+            self.close_own_pool()

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from router.backends.base import plain
+from router.errors import ToolArgumentsError as ToolArgumentsError
 from router.tokens import estimate_prompt_tokens
 from router.types import ChatRequest, ChatResult, FunctionCall, Message, ToolCall, Usage
 
@@ -45,10 +46,6 @@ CONTEXT_STOP = "model_context_window_exceeded"
 _SCHEMA_DROP = frozenset({"$schema", "$id", "additionalProperties", "strict"})
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
 _ALNUM = string.ascii_lowercase + string.digits
-
-
-class ToolArgumentsError(ValueError):
-    """An assistant tool call whose arguments are not a JSON object (Converse needs one)."""
 
 
 def new_call_id() -> str:

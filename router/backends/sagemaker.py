@@ -59,12 +59,13 @@ import urllib3.exceptions
 from botocore import eventstream
 from botocore import exceptions as bexc
 
-from router.backends.aws_common import iterate_sync, make_client, run_sync
+from router.backends.aws_common import PooledBackend, make_client
 from router.backends.base import BackendCall, ProbeResult, build_request, plain
 from router.backends.configs import SageMakerConfig
 from router.backends.openai_stream import ChunkAssembler as _OpenAIChunkAssembler
 from router.backends.openai_stream import SSEDecoder as SSEDecoder
 from router.backends.openai_stream import tool_call, usage_from
+from router.backends.pool import BlockingPool
 from router.errors import (
     BackendAuthError,
     BackendContentFiltered,
@@ -256,10 +257,10 @@ def _closer(body: Any) -> Callable[[], None]:
     return close
 
 
-async def _sse_payloads(body: Any) -> AsyncIterator[str]:
+async def _sse_payloads(body: Any, pool: BlockingPool) -> AsyncIterator[str]:
     """The SSE `data` payloads carried by an EventStream's PayloadParts, up to `[DONE]`."""
     decoder = SSEDecoder()
-    parts = cast(AsyncGenerator[Any, None], iterate_sync(body, close=_closer(body)))
+    parts = cast(AsyncGenerator[Any, None], pool.iterate(body, close=_closer(body)))
     async with contextlib.aclosing(parts):
         async for item in parts:
             part = item.get("PayloadPart") if isinstance(item, dict) else None
@@ -273,7 +274,7 @@ async def _sse_payloads(body: Any) -> AsyncIterator[str]:
         yield data
 
 
-class SageMakerBackend:
+class SageMakerBackend(PooledBackend):
     """One SageMaker endpoint (optionally one inference component / variant on it)."""
 
     local = False
@@ -338,16 +339,16 @@ class SageMakerBackend:
         kwargs = self.prepare(call, stream=False)
         with _mapped(self.name):
             async with asyncio.timeout(call.timeout_s):
-                raw = await run_sync(self._invoke, kwargs)
+                raw = await self.pool.run(self._invoke, kwargs)
         return parse_result(raw, self.name)
 
     async def stream(self, call: BackendCall) -> AsyncIterator[StreamEvent]:
         kwargs = self.prepare(call, stream=True)
         with _mapped(self.name):
-            resp = await run_sync(self._runtime.invoke_endpoint_with_response_stream, **kwargs)
+            resp = await self.pool.run(self._runtime.invoke_endpoint_with_response_stream, **kwargs)
         asm = ChunkAssembler(self.name)
         with _mapped(self.name, in_stream=True):
-            payloads = cast(AsyncGenerator[str, None], _sse_payloads(resp["Body"]))
+            payloads = cast(AsyncGenerator[str, None], _sse_payloads(resp["Body"], self.pool))
             async with contextlib.aclosing(payloads):
                 async for data in payloads:
                     for event in asm.chunk(orjson.loads(data)):
@@ -358,7 +359,7 @@ class SageMakerBackend:
         if self._closed:
             return ProbeResult(ok=False, detail="closed")
         try:
-            out = await run_sync(lambda: self._control_client().describe_endpoint(
+            out = await self.pool.run(lambda: self._control_client().describe_endpoint(
                 EndpointName=self.config.endpoint_name))
         except Exception as exc:  # noqa: BLE001 - a probe reports, it never raises
             err = map_error(exc, self.name)
@@ -376,4 +377,5 @@ class SageMakerBackend:
         for client in (self._runtime, self._control):
             if client is not None:
                 with contextlib.suppress(Exception):
-                    await run_sync(client.close)
+                    await self.pool.run(client.close)
+        self.close_own_pool()

@@ -18,15 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from router.backends.configs import OllamaConfig
 from router.backends.ollama_cloud import cloud_reason
+from router.errors import PolicyError as PolicyError
 from router.policy.schema import ApiKey, Policy
-
-
-class PolicyError(Exception):
-    """An invalid policy; `lines` holds one message per problem."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 def format_loc(loc: Sequence[int | str]) -> str:

@@ -269,8 +269,12 @@ async def _noop() -> None:
     return None
 
 
-def build_store(redis_url: str | None, prefix: str, lease_s: float) -> StateStore:
-    """The memory store when no Redis URL is configured, else Redis with a memory fallback."""
-    if redis_url is None:
+def build_store(redis_url: str | None, prefix: str, lease_s: float,
+                op_timeout_s: float = 0.05) -> StateStore:
+    """The memory store when no Redis URL is configured, else Redis with a memory fallback
+    (one bound, `op_timeout_s`, for a Redis operation and for the fallback's wait on it). The
+    composition root builds the store with this, from the settings."""
+    if not redis_url:
         return MemoryStore()
-    return FallbackStore(RedisStore(redis_url, prefix=prefix, lease_s=lease_s), MemoryStore())
+    shared = RedisStore(redis_url, prefix=prefix, lease_s=lease_s, op_timeout_s=op_timeout_s)
+    return FallbackStore(shared, MemoryStore(), op_timeout_s=op_timeout_s)

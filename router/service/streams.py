@@ -1,0 +1,106 @@
+"""Open streams: what a surface iterates, and the registry that drains them on shutdown.
+
+`OpenedStream` is returned by `RouterService.stream` once the first event has arrived (so the
+surface may send its status line and headers). Iterating it yields `StreamEvent`s; a failure
+after the first event raises a `BackendError` (with `meta`), which the surface ends in-band.
+`aclose()` — always called, however the response ends — closes the upstream stream, releases
+the local slot, leaves the runtime and records the outcome once. A surface whose client stops
+reading calls `client_stalled()` first, so the outcome says `client_stalled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from router.errors import BackendError
+from router.route_meta import RouteMeta
+from router.service.admission import Prepared
+from router.service.client import CLIENT_CLOSED_STATUS, StreamOutcome
+from router.service.recorder import Recorder
+from router.stream_session import StreamSession
+from router.types import StreamEvent, Usage
+
+SHUTDOWN_MESSAGE = "the router is shutting down; the answer above is incomplete"
+
+
+class StreamRegistry:
+    """The streams being read right now, for the drain on SIGTERM."""
+
+    def __init__(self) -> None:
+        self.active: set[StreamSession] = set()
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def begin_drain(self, grace_s: float) -> None:
+        """Streams still running shortly before the grace ends get an in-band error instead
+        of being cut at the socket (streams never lie)."""
+        if self._drain_task is not None:
+            return
+
+        async def drain() -> None:
+            await asyncio.sleep(max(0.0, grace_s - min(0.5, grace_s / 4)))
+            self.interrupt_all()
+
+        self._drain_task = asyncio.get_running_loop().create_task(drain())
+
+    def interrupt_all(self) -> None:
+        for session in list(self.active):
+            session.interrupt(SHUTDOWN_MESSAGE)
+
+
+class OpenedStream:
+    def __init__(self, prep: Prepared, session: StreamSession, meta: RouteMeta,
+                 recorder: Recorder, registry: StreamRegistry) -> None:
+        self.meta = meta
+        self.model = prep.ctx.facts.model  # the logical model, for the surface's chunks
+        self.include_usage = prep.ctx.request.include_usage
+        self.usage: Usage | None = None
+        self.outcome: str = StreamOutcome.CLIENT_DISCONNECTED
+        self.status = CLIENT_CLOSED_STATUS
+        self._prep = prep
+        self._session = session
+        self._recorder = recorder
+        self._registry = registry
+        self._events: AsyncGenerator[StreamEvent, None] | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        if self._events is None:
+            self._events = self._iterate()
+        return self._events
+
+    async def _iterate(self) -> AsyncGenerator[StreamEvent, None]:
+        session = self._session
+        self._registry.active.add(session)
+        try:
+            async for event in session.events():
+                if event.usage is not None:
+                    self.usage = event.usage
+                yield event
+            self.outcome, self.status = StreamOutcome.OK, 200
+        except BackendError as exc:
+            self.outcome, self.status = exc.code or "stream_error", 502
+            exc.meta = self.meta
+            raise
+        finally:
+            self._registry.active.discard(session)
+
+    def client_stalled(self) -> None:
+        """The surface gave up on a client that stopped reading."""
+        if self.outcome == StreamOutcome.CLIENT_DISCONNECTED:
+            self.outcome = StreamOutcome.CLIENT_STALLED
+
+    async def aclose(self) -> None:
+        """Release everything and record the outcome; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._events is not None:
+                await self._events.aclose()
+            self._registry.active.discard(self._session)
+            await self._session.aclose()
+        finally:
+            self._prep.runtime.leave()
+            await self._recorder.finish(self._prep, status=self.status, outcome=self.outcome,
+                                        usage=self.usage, stream=True)
