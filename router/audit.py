@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from router.reasons import Reason
+
 __all__ = [
     "AttemptOutcome",
     "AuditLog",
@@ -72,13 +74,15 @@ def _opt_int(value: object, name: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class BackendReason:
-    """A planned or excluded candidate and the short machine-readable reason."""
+    """A planned or excluded candidate and the short machine-readable reason (a planner
+    `Reason` is written as its wire string, as in `x-router-reason`)."""
 
     backend: str
-    reason: str
+    reason: str | Reason
 
     def to_dict(self) -> dict[str, str]:
-        return {"backend": _s(self.backend, "backend"), "reason": _s(self.reason, "reason")}
+        reason = self.reason.render() if isinstance(self.reason, Reason) else self.reason
+        return {"backend": _s(self.backend, "backend"), "reason": _s(reason, "reason")}
 
 
 @dataclass(frozen=True, slots=True)

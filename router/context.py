@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from router.planner import RequestFacts
+from router.reasons import Reason
 from router.types import ChatRequest
+
+
+class AttemptStatus(StrEnum):
+    """Attempt outcomes that are not a backend's error code."""
+
+    OK = "ok"
+    ERROR = "error"  # a backend error without a code
+    INTERNAL_ERROR = "internal_error"  # the router's own bug: no retry, no failover
+    CANCELLED = "cancelled"  # the client went away (or shutdown) mid-attempt
 
 
 @dataclass(slots=True)
 class AttemptRecord:
     backend: str
-    outcome: str  # "ok" or an error code
+    outcome: str  # AttemptStatus.OK, another AttemptStatus, or the backend error's code
     retries: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome != AttemptStatus.OK
 
 
 @dataclass(slots=True)
@@ -25,6 +40,6 @@ class RequestContext:
     deadline: float  # monotonic clock
     attempts: list[AttemptRecord] = field(default_factory=list)
     served_by: str | None = None
-    reason: str = ""
+    reason: Reason | None = None  # the final reason, set by the executor when served
     first_token_at: float | None = None
     admitted_at: float | None = None  # when the serving attempt got its local slot

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from router.backends.base import Backend, BackendCall
 from router.backends.ollama_cloud import is_cloud_tag
-from router.context import AttemptRecord, RequestContext
+from router.context import AttemptRecord, AttemptStatus, RequestContext
 from router.errors import (
     AllBackendsFailed,
     BackendAuthError,
@@ -51,6 +51,7 @@ from router.errors import (
 )
 from router.planner import Candidate, Plan
 from router.policy.schema import Policy
+from router.reasons import Reason, ReasonCode
 from router.resilience.circuit import BreakerBook
 from router.resilience.retry import RetryBudget, call_with_retries
 from router.state.base import Lease, StateStore, slot_key
@@ -113,9 +114,9 @@ class Executor:
         it is; a bug (RequestBuildError, anything else) logged by type and place only, as a
         500 internal_error."""
         if isinstance(exc, RouterError) and not isinstance(exc, InternalError):
-            record.outcome = exc.code or "error"
+            record.outcome = exc.code or AttemptStatus.ERROR
             return exc
-        record.outcome = "internal_error"
+        record.outcome = AttemptStatus.INTERNAL_ERROR
         if isinstance(exc, InternalError):
             err, where = exc, exc.where
         else:
@@ -176,7 +177,7 @@ class Executor:
                 continue
             if errors and self.hooks.on_failover:
                 self.hooks.on_failover(errors[-1].backend, errors[-1].code or "error")
-            record = AttemptRecord(cand.backend, "ok")
+            record = AttemptRecord(cand.backend, AttemptStatus.OK)
             ctx.attempts.append(record)
             lease: Lease | None = None
             try:
@@ -186,7 +187,7 @@ class Executor:
                 result = await self._with_retries(ctx, cand, attempt, record)
             except BackendError as exc:
                 await self._release(lease)
-                record.outcome = exc.code or "error"
+                record.outcome = exc.code or AttemptStatus.ERROR
                 errors.append(exc)
                 if isinstance(exc, BackendContextExceeded):
                     failed_window = cand.context_window or failed_window
@@ -199,7 +200,7 @@ class Executor:
                 raise self._not_an_outage(ctx, cand, record, exc)  # noqa: B904 - chained
             except BaseException:
                 await self._release(lease)
-                record.outcome = "cancelled"
+                record.outcome = AttemptStatus.CANCELLED
                 raise
             finally:
                 self.breakers.end_attempt(cand.backend)
@@ -208,8 +209,8 @@ class Executor:
                 lease = None
             await self.breakers.record_success(cand.backend)
             ctx.served_by = cand.backend
-            failover = len([a for a in ctx.attempts if a.outcome != "ok"]) > 0
-            ctx.reason = (f"failover_after={errors[-1].code}" if failover and errors
+            failover = any(a.failed for a in ctx.attempts)
+            ctx.reason = (Reason.failover_after(str(errors[-1].code)) if failover and errors
                           else cand.reason)
             return result, cand, lease
         raise self._final_error(ctx, errors, plan)
@@ -275,7 +276,8 @@ class Executor:
                 "requests are never sent to the cloud", retry_after=5)
         capacity_only = errors and all(isinstance(e, QueueTimeout) or e.code == "circuit_open"
                                        for e in errors)
-        if capacity_only and any(e.reason == "budget_exhausted" for e in plan.excluded):
+        if capacity_only and any(e.reason.code is ReasonCode.BUDGET_EXHAUSTED
+                                 for e in plan.excluded):
             return BudgetExhausted("the daily cloud budget is spent and no local slot freed "
                                    "up within the wait bound", retry_after=60)
         if capacity_only:

@@ -5,9 +5,10 @@ decides for an idle, healthy, warm fleet. Live (`--url`): asks a running router'
 `POST /v1/router/explain`, which plans against its real queues, VRAM and breakers and sends
 nothing upstream.
 
-`notes` says in words what a reason code alone cannot: an `ollama` backend whose model id is one
-of Ollama's cloud models (forwarded to ollama.com) is not local and never serves private
-requests (reason `ollama_cloud_model`).
+Reasons are rendered to their wire strings here (`Reason.render()`), as in `x-router-reason`.
+`notes` says in words what a reason code alone cannot: a local backend whose model id it
+forwards off the premises (one of Ollama's cloud models, forwarded to ollama.com) is not local
+and never serves private requests (reason `ollama_cloud_model`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from router.backends.configs import OllamaConfig
-from router.backends.ollama_cloud import cloud_reason
 from router.errors import RouterError
 from router.planner import PlannerState, RequestFacts, plan
 from router.policy.schema import Policy, normalise_model_name
@@ -49,24 +48,24 @@ async def explain_offline(
         else (["model_alias"] if alias_private else []),
         "needed_tokens": p.needed_tokens,
         "route": p.route,
-        "reason": p.reason,
+        "reason": p.reason.render(),
         "candidates": [
-            {"backend": c.backend, "model_id": c.model_id, "local": c.local, "reason": c.reason,
-             "estimated_wait_s": c.est_wait_s}
+            {"backend": c.backend, "model_id": c.model_id, "local": c.local,
+             "reason": c.reason.render(), "estimated_wait_s": c.est_wait_s}
             for c in p.candidates
         ],
-        "excluded": [{"backend": e.backend, "reason": e.reason} for e in p.excluded],
+        "excluded": [{"backend": e.backend, "reason": e.reason.render()} for e in p.excluded],
         "error": err.body()["error"] if err else None,
         "notes": ollama_cloud_notes(policy, logical),
     }
 
 
 def ollama_cloud_notes(policy: Policy, logical: str) -> list[str]:
-    """One line per `ollama` backend that serves `logical` as one of Ollama's cloud models."""
+    """One line per backend that forwards `logical` off the premises (Ollama cloud models)."""
     notes = []
     for name, cfg in policy.backends.items():
         model_id = cfg.models.get(logical)
-        why = cloud_reason(model_id, None) if isinstance(cfg, OllamaConfig) and model_id else None
+        why = cfg.remote_model_reason(model_id, None) if model_id else None
         if why:
             notes.append(f"{name}: {why}; it is not local and never serves private requests")
     return notes

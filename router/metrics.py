@@ -21,6 +21,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from router.reasons import Reason
+
 __all__ = ["BREAKER_STATES", "Metrics", "SlowClient", "reason_class"]
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -42,14 +44,18 @@ _REASON_HEAD = re.compile(r"[a-z][a-z_]*")
 _MAX_CLASS_LEN = 40
 
 
-def reason_class(reason: str) -> str:
-    """The bounded class of a routing reason, for labels.
+def reason_class(reason: Reason | str) -> str:
+    """The bounded class of a routing reason, for labels: a `Reason` gives its code.
+
+    Plain strings (error codes, legacy callers) are reduced to their class:
 
     `queue_wait_1800ms>1000ms` -> `queue_wait`, `context_65536>32768` -> `context`,
     `failover_after=timeout` -> `failover_after`, `local` -> `local`; anything without a
     lower-case identifier head -> `other`. Only the leading identifier is kept, and a trailing
     `_<number...>` part of it is dropped, so numbers and free text never become label values.
     """
+    if isinstance(reason, Reason):
+        return reason.code.value
     m = _REASON_HEAD.match(reason.strip().lower())
     if m is None:
         return "other"
@@ -150,7 +156,7 @@ class Metrics:
     # -- recording helpers: bounded labels ------------------------------------------------
 
     def count_request(
-        self, *, backend: str | None, route: str | None, reason: str, outcome: str
+        self, *, backend: str | None, route: str | None, reason: Reason | str, outcome: str
     ) -> None:
         self.requests_total.labels(
             backend=backend or "none",
@@ -167,7 +173,7 @@ class Metrics:
     def observe_ttft(self, backend: str, seconds: float) -> None:
         self.ttft_seconds.labels(backend=backend).observe(seconds)
 
-    def count_spill(self, reason: str) -> None:
+    def count_spill(self, reason: Reason | str) -> None:
         self.spill_total.labels(reason=reason_class(reason)).inc()
 
     def count_private_refused(self, reason: str) -> None:

@@ -1,17 +1,19 @@
 """The routing decision: a pure function of (request facts, policy, state snapshot).
 
 No I/O and no clock reads: time and every measurement arrive in `PlannerState`. The result is
-an ordered list of candidates plus every excluded backend with a short machine-readable reason
-(design §5). Order of the decision:
+an ordered list of candidates plus every excluded backend with a typed `Reason` (`reasons.py`;
+rendered to strings only at the edge). A backend is planned as local when its config has a
+`local_capacity()`; no backend class is named here. Order of the decision:
 
 1. the first route whose `match` fits the request;
-2. filter each target by privacy (a private request never gets a non-local candidate, and one
-   of Ollama's cloud models on an `ollama` backend is not local: `ollama_cloud_model`), by the
-   model being served, by the context window, by health (breaker) and by budget;
+2. filter each target by privacy (a private request never gets a non-local candidate, and a
+   model a local backend forwards off the premises, such as one of Ollama's cloud models, is
+   not local: `ollama_cloud_model`), by the model being served, by the context window, by
+   health (breaker) and by budget;
 3. local candidates that fit in VRAM and whose estimated wait is within the bound come first
-   (shortest wait first, across several hosts); then cloud targets (Ollama cloud models
-   included, for standard requests) in policy order; then, for
-   standard requests only, local candidates that are cold or over the wait bound (last resort).
+   (shortest wait first, across several hosts); then cloud targets (forwarded models included,
+   for standard requests) in policy order; then, for standard requests only, local candidates
+   that are cold or over the wait bound (last resort).
 """
 
 from __future__ import annotations
@@ -22,17 +24,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from router.backends.base import ProbeResult
-from router.backends.configs import OllamaConfig
-from router.backends.ollama_cloud import REASON as OLLAMA_CLOUD_MODEL
-from router.backends.ollama_cloud import is_cloud_model
+from router.backends.capacity import GB, LocalCapacity
 from router.errors import BudgetExhausted, ContextLengthExceeded, NoLocalCapacity, RouterError
 from router.policy.schema import Policy, Route
+from router.reasons import (
+    LOCAL,
+    MODEL_NOT_RESIDENT,
+    NO_ROUTE,
+    PRIVATE_LOCAL_ONLY,
+    VRAM_INSUFFICIENT,
+    Reason,
+    ReasonCode,
+)
 from router.state.base import SlotLoad, slot_key
 from router.types import Privacy
 
 DEFAULT_LOCAL_CONTEXT = 8192  # Ollama's context when neither /api/ps nor the policy says
 DEFAULT_SERVICE_TIME_S = 2.0  # wait estimate before the first measured request
-GB = 1 << 30  # policy sizes are GiB, as GPU vendors and Ollama mean them
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +73,7 @@ class Candidate:
     backend: str
     model_id: str
     local: bool
-    reason: str
+    reason: Reason
     est_wait_s: float = 0.0
     max_wait_s: float = 0.0  # how long admission may wait for a local slot
     slots: int = 0  # local parallel slots (0 for cloud)
@@ -76,7 +84,7 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class Excluded:
     backend: str
-    reason: str
+    reason: Reason
 
 
 @dataclass(slots=True)
@@ -90,10 +98,10 @@ class Plan:
     error: RouterError | None = None
 
     @property
-    def reason(self) -> str:
+    def reason(self) -> Reason:
         if self.candidates:
             return self.candidates[0].reason
-        return self.excluded[0].reason if self.excluded else "no_route"
+        return self.excluded[0].reason if self.excluded else NO_ROUTE
 
 
 def match_route(policy: Policy, facts: RequestFacts) -> Route | None:
@@ -116,7 +124,8 @@ def match_route(policy: Policy, facts: RequestFacts) -> Route | None:
 
 
 def estimated_wait(load: SlotLoad, slots: int) -> float:
-    """design §5: ceil((in_flight - slots + 1) / slots) x service time; 0 when a slot is free."""
+    """The wait estimate of docs/design.md: ceil((in_flight - slots + 1) / slots) x service
+    time; 0 when a slot is free."""
     busy = load.in_flight + load.queued
     if busy < slots:
         return 0.0
@@ -124,20 +133,16 @@ def estimated_wait(load: SlotLoad, slots: int) -> float:
     return math.ceil((busy - slots + 1) / slots) * service
 
 
-def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
-
-
 @dataclass(slots=True)
 class _LocalFit:
-    reason: str | None  # None: fits and is ready; else why not preferred
+    reason: Reason | None  # None: fits and is ready; else why not preferred
     excluded: bool  # True: not a candidate at all
     cold: bool = False
     window: int = DEFAULT_LOCAL_CONTEXT
 
 
 def _local_fit(
-    policy: Policy, cfg: OllamaConfig, view: BackendView, model: str, model_id: str, needed: int
+    policy: Policy, cap: LocalCapacity, view: BackendView, model: str, model_id: str, needed: int
 ) -> _LocalFit:
     spec = policy.models[model]
     probe = view.probe
@@ -145,24 +150,22 @@ def _local_fit(
     if probe is not None:
         loaded = next((m for m in probe.loaded if m.model_id == model_id), None)
     window = (loaded.context_length if loaded and loaded.context_length else None) or (
-        cfg.num_ctx or cfg.context_window or DEFAULT_LOCAL_CONTEXT
+        cap.configured_window or DEFAULT_LOCAL_CONTEXT
     )
     window = min(window, spec.context_length)
     if needed > window:
-        return _LocalFit(f"context_{needed}>{window}", True, window=window)
+        return _LocalFit(Reason.context(needed, window), True, window=window)
     if loaded is not None:
         if not loaded.fully_on_gpu:
-            return _LocalFit("vram_insufficient", True, window=window)
+            return _LocalFit(VRAM_INSUFFICIENT, True, window=window)
         return _LocalFit(None, False, window=window)
     need_bytes = spec.vram_gb * GB + spec.kv_bytes_per_token * window
-    total = (probe.gpu_total_bytes if probe else None) or (
-        cfg.gpu_memory_gb * GB if cfg.gpu_memory_gb else None
-    )
+    total = (probe.gpu_total_bytes if probe else None) or cap.gpu_memory_bytes
     if total is not None and need_bytes > total:
-        return _LocalFit("vram_insufficient", True, window=window)
+        return _LocalFit(VRAM_INSUFFICIENT, True, window=window)
     if probe is None or not probe.ok:
         return _LocalFit(None, False, window=window)  # unknown residency: assume warm
-    return _LocalFit("model_not_resident", False, cold=True, window=window)
+    return _LocalFit(MODEL_NOT_RESIDENT, False, cold=True, window=window)
 
 
 def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # noqa: C901
@@ -191,56 +194,58 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
         view = state.backends.get(name) or BackendView()
         model_id = cfg.models.get(facts.model)
         if model_id is None:
-            excluded.append(Excluded(name, "model_not_served"))
+            excluded.append(Excluded(name, Reason(ReasonCode.MODEL_NOT_SERVED)))
             continue
         if private and not cfg.local:
-            excluded.append(Excluded(name, "private_local_only"))
+            excluded.append(Excluded(name, PRIVATE_LOCAL_ONLY))
             continue
-        ollama_cloud = isinstance(cfg, OllamaConfig) and is_cloud_model(model_id, view.probe)
-        if private and ollama_cloud:
-            excluded.append(Excluded(name, OLLAMA_CLOUD_MODEL))
+        forwarded = cfg.remote_model_reason(model_id, view.probe) is not None
+        if private and forwarded:
+            excluded.append(Excluded(name, Reason(ReasonCode.OLLAMA_CLOUD_MODEL)))
             continue
         if not view.healthy:
-            excluded.append(Excluded(name, "local_unhealthy" if cfg.local else "unhealthy"))
+            excluded.append(Excluded(name, Reason(ReasonCode.LOCAL_UNHEALTHY if cfg.local
+                                                  else ReasonCode.UNHEALTHY)))
             continue
-        if isinstance(cfg, OllamaConfig) and not ollama_cloud:
-            fit = _local_fit(policy, cfg, view, facts.model, model_id, needed)
+        cap = cfg.local_capacity()
+        if cap is not None and not forwarded:
+            fit = _local_fit(policy, cap, view, facts.model, model_id, needed)
             if fit.excluded:
-                excluded.append(Excluded(name, fit.reason or "excluded"))
+                excluded.append(Excluded(name, fit.reason or Reason(ReasonCode.EXCLUDED)))
                 continue
             load = state.slots.get(slot_key(name, model_id)) or SlotLoad()
-            wait = estimated_wait(load, cfg.parallel)
+            wait = estimated_wait(load, cap.slots)
             local = functools.partial(Candidate, name, model_id, True, est_wait_s=wait,
-                                      slots=cfg.parallel, context_window=fit.window)
+                                      slots=cap.slots, context_window=fit.window)
             if fit.cold:
                 warm.append((name, model_id))
                 if private:
-                    preferred.append(local("private_local_only", cold=True,
+                    preferred.append(local(PRIVATE_LOCAL_ONLY, cold=True,
                                            max_wait_s=policy.privacy.load_timeout_s))
                 else:
-                    last_resort.append(local("model_not_resident", cold=True, max_wait_s=bound))
+                    last_resort.append(local(MODEL_NOT_RESIDENT, cold=True, max_wait_s=bound))
             elif wait <= bound or private:
-                reason = "private_local_only" if private else "local"
-                preferred.append(local(reason, max_wait_s=bound))
+                preferred.append(local(PRIVATE_LOCAL_ONLY if private else LOCAL,
+                                       max_wait_s=bound))
             else:
-                last_resort.append(local(f"queue_wait_{_ms(wait)}ms>{_ms(bound)}ms",
-                                         max_wait_s=bound))
+                last_resort.append(local(Reason.queue_wait(wait, bound), max_wait_s=bound))
             continue
         window = min(cfg.context_window or spec.context_length, spec.context_length)
         if needed > window:
-            excluded.append(Excluded(name, f"context_{needed}>{window}"))
+            excluded.append(Excluded(name, Reason.context(needed, window)))
             continue
         if view.budget_exhausted and not private:
-            excluded.append(Excluded(name, "budget_exhausted"))
+            excluded.append(Excluded(name, Reason(ReasonCode.BUDGET_EXHAUSTED)))
             continue
-        cloud.append(Candidate(name, model_id, False, "cloud", context_window=window))
+        cloud.append(Candidate(name, model_id, False, Reason(ReasonCode.CLOUD),
+                               context_window=window))
     preferred.sort(key=lambda c: c.est_wait_s)
     last_resort.sort(key=lambda c: c.est_wait_s)
     if cloud:
         # Why the cloud is first: the best local reason for not going local.
         why = (last_resort[0].reason if last_resort else
                next((e.reason for e in excluded
-                     if policy.backends[e.backend].local), "cloud_route"))
+                     if policy.backends[e.backend].local), Reason(ReasonCode.CLOUD_ROUTE)))
         cloud[0] = Candidate(cloud[0].backend, cloud[0].model_id, False, why,
                              context_window=cloud[0].context_window)
     candidates = preferred + cloud + ([] if private else last_resort)
@@ -251,13 +256,15 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
 
 
 def _no_candidate_error(facts: RequestFacts, needed: int, excluded: list[Excluded]) -> RouterError:
-    reasons = ", ".join(f"{e.backend}: {e.reason}" for e in excluded) or "no targets"
-    ctx = [e for e in excluded if e.reason.startswith("context_")]
-    if ctx and len(ctx) == len([e for e in excluded if e.reason != "private_local_only"]):
-        window = max(int(e.reason.rsplit(">", 1)[1]) for e in ctx)
+    reasons = ", ".join(f"{e.backend}: {e.reason.render()}" for e in excluded) or "no targets"
+    codes = [e.reason.code for e in excluded]
+    windows = [e.reason.window for e in excluded
+               if e.reason.code is ReasonCode.CONTEXT and e.reason.window is not None]
+    if windows and len(windows) == len([c for c in codes
+                                        if c is not ReasonCode.PRIVATE_LOCAL_ONLY]):
         return ContextLengthExceeded(
             f"this request needs about {needed} tokens (prompt plus max_tokens) but the largest "
-            f"context window available to it is {window} tokens ({reasons})",
+            f"context window available to it is {max(windows)} tokens ({reasons})",
             param="messages",
         )
     if facts.privacy == "private":
@@ -266,9 +273,8 @@ def _no_candidate_error(facts: RequestFacts, needed: int, excluded: list[Exclude
             "private requests are never sent to the cloud",
             retry_after=5,
         )
-    if excluded and all(e.reason == "budget_exhausted" or policy_local_reason(e.reason)
-                        for e in excluded) and any(e.reason == "budget_exhausted"
-                                                   for e in excluded):
+    if ReasonCode.BUDGET_EXHAUSTED in codes and all(
+            c is ReasonCode.BUDGET_EXHAUSTED or c in LOCAL_SHORTFALL for c in codes):
         return BudgetExhausted(f"cloud budget exhausted and no local capacity ({reasons})",
                                retry_after=60)
     return NoLocalCapacity(
@@ -278,7 +284,6 @@ def _no_candidate_error(facts: RequestFacts, needed: int, excluded: list[Exclude
     )
 
 
-def policy_local_reason(reason: str) -> bool:
-    return reason in ("local_unhealthy", "vram_insufficient", "model_not_served") or (
-        reason.startswith("context_")
-    )
+# Exclusions that mean "no local capacity for this request" (with a spent budget: 429).
+LOCAL_SHORTFALL = frozenset({ReasonCode.LOCAL_UNHEALTHY, ReasonCode.VRAM_INSUFFICIENT,
+                             ReasonCode.MODEL_NOT_SERVED, ReasonCode.CONTEXT})

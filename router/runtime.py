@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from router.auth import KeyRing
 from router.backends.base import Backend
 from router.backends.pool import BlockingPool, PoolUser
-from router.backends.configs import OllamaConfig
 from router.backends.registry import build_backend
 from router.executor import Executor, Hooks
 from router.policy.schema import Policy
@@ -59,9 +58,9 @@ class Runtime:
         # Breaker times are shared through the store: wall clock, comparable across hosts.
         self.breakers = BreakerBook(store, policy.circuit, self.local, breaker_clock)
         intervals = {
-            name: cfg.probe_interval_s
+            name: cap.probe_interval_s
             for name, cfg in policy.backends.items()
-            if isinstance(cfg, OllamaConfig)
+            if (cap := cfg.local_capacity()) is not None
         }
         self.prober = Prober(self.backends, intervals, self.breakers, sleep=sleep)
         self.executor = Executor(backends=self.backends, policy=policy, store=store,

@@ -1,14 +1,22 @@
-"""Config models for each backend type (pure pydantic, no vendor imports).
+"""Config models of the built-in backend types (pure pydantic, no vendor imports).
 
-The policy schema builds its discriminated union from `BACKEND_CONFIGS`; a new backend adds
-its config model here and its factory in `registry.py`.
+Every backend config derives from `BackendConfigBase` (the fields every backend has: model ids,
+timeouts, context window, price, budget) and names its `type` with a `Literal` default. Two
+capabilities replace checks of the config's class: `local_capacity()` (slots, context, GPU
+memory, probe interval; None for a cloud backend) and `remote_model_reason()` (why a model id
+on this backend leaves the premises although the backend is local; None when it does not).
+`registry.py` maps each type name to its config model and factory.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from router.backends.base import ProbeResult
+from router.backends.capacity import GB, LocalCapacity
+from router.backends.ollama_cloud import cloud_reason
 
 
 class Price(BaseModel):
@@ -23,8 +31,12 @@ class Timeouts(BaseModel):
     read_s: float = Field(default=300.0, gt=0)
 
 
-class _BackendBase(BaseModel):
+class BackendConfigBase(BaseModel):
+    """What every backend config has. A subclass overrides `type` with a `Literal` default."""
+
     model_config = ConfigDict(extra="forbid")
+    type: str
+    local: bool = False
     models: dict[str, str] = Field(
         description="logical model -> this backend's own id (Ollama tag, Bedrock id, ...)"
     )
@@ -35,8 +47,22 @@ class _BackendBase(BaseModel):
     price: Price | None = None
     daily_budget_usd: float | None = Field(default=None, ge=0)
 
+    @model_validator(mode="after")
+    def _local_has_capacity(self) -> BackendConfigBase:
+        if self.local and self.local_capacity() is None:
+            raise ValueError(f"backend type '{self.type}' is local but has no local_capacity()")
+        return self
 
-class OllamaConfig(_BackendBase):
+    def local_capacity(self) -> LocalCapacity | None:
+        """Slots, context and GPU facts of a local host; None: planned as a cloud backend."""
+        return None
+
+    def remote_model_reason(self, model_id: str, probe: ProbeResult | None) -> str | None:
+        """Why `model_id` here is served off the premises, in words; None when it is not."""
+        return None
+
+
+class OllamaConfig(BackendConfigBase):
     type: Literal["ollama"] = "ollama"
     base_url: str = "http://127.0.0.1:11434"
     local: Literal[True] = True
@@ -50,8 +76,19 @@ class OllamaConfig(_BackendBase):
     num_ctx: int | None = Field(default=None, gt=0, description="context to load models with")
     probe_interval_s: float = Field(default=5.0, gt=0)
 
+    def local_capacity(self) -> LocalCapacity:
+        return LocalCapacity(
+            slots=self.parallel, probe_interval_s=self.probe_interval_s, num_ctx=self.num_ctx,
+            context_window=self.context_window,
+            gpu_memory_bytes=self.gpu_memory_gb * GB if self.gpu_memory_gb else None,
+            use_nvml=self.use_nvml, nvml_device=self.nvml_device)
 
-class BedrockConfig(_BackendBase):
+    def remote_model_reason(self, model_id: str, probe: ProbeResult | None) -> str | None:
+        """One of Ollama's cloud models (by its tag, or as `/api/tags` lists it)."""
+        return cloud_reason(model_id, probe)
+
+
+class BedrockConfig(BackendConfigBase):
     type: Literal["bedrock"] = "bedrock"
     local: Literal[False] = False
     region: str = "us-west-2"
@@ -59,7 +96,7 @@ class BedrockConfig(_BackendBase):
     profile: str | None = None
 
 
-class SageMakerConfig(_BackendBase):
+class SageMakerConfig(BackendConfigBase):
     type: Literal["sagemaker"] = "sagemaker"
     local: Literal[False] = False
     region: str = "us-west-2"
@@ -69,8 +106,3 @@ class SageMakerConfig(_BackendBase):
     endpoint_url: str | None = None
     profile: str | None = None
 
-
-BackendConfig = Annotated[
-    OllamaConfig | BedrockConfig | SageMakerConfig, Field(discriminator="type")
-]
-BACKEND_TYPES = ("ollama", "bedrock", "sagemaker")

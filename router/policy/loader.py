@@ -16,8 +16,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from router.backends.configs import OllamaConfig
-from router.backends.ollama_cloud import cloud_reason
+from router.backends.configs import BackendConfigBase
+from router.backends.registry import config_model_for
 from router.errors import PolicyError as PolicyError
 from router.policy.schema import ApiKey, Policy
 
@@ -35,20 +35,13 @@ def format_loc(loc: Sequence[int | str]) -> str:
 def _pydantic_lines(source: str, exc: ValidationError, data: Any) -> list[str]:
     lines = []
     for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if not _is_union_tag(p)]
+        loc = list(err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = f"unknown key '{loc[-1]}'" if loc else "unknown key"
             allowed = allowed_keys(data, loc[:-1])
             if allowed:
                 msg += f" (allowed: {', '.join(allowed)})"
-        elif err["type"] == "union_tag_invalid":
-            ctx = err.get("ctx") or {}
-            loc = [*loc, "type"]
-            msg = f"unknown backend type '{ctx.get('tag')}' (known: {ctx.get('expected_tags')})"
-        elif err["type"] == "union_tag_not_found":
-            loc = [*loc, "type"]
-            msg = "missing backend type (known: 'ollama', 'bedrock', 'sagemaker')"
         elif err["type"] == "literal_error":
             msg = msg.replace("Input should be", "must be")
         lines.append(f"{source}: {format_loc(loc)}: {msg}")
@@ -56,9 +49,13 @@ def _pydantic_lines(source: str, exc: ValidationError, data: Any) -> list[str]:
 
 
 def _unwrap(ann: Any, node: Any) -> Any:
-    """Strip Annotated/Optional; for a union of models pick the one whose `type` matches."""
+    """Strip Annotated/Optional; for a union of models pick the one whose `type` matches, for
+    a backend config the model registered for its `type`."""
     while get_origin(ann) is Annotated:
         ann = get_args(ann)[0]
+    if ann is BackendConfigBase:
+        tag = node.get("type") if isinstance(node, Mapping) else None
+        return config_model_for(tag) or ann
     if get_origin(ann) in (Union, types.UnionType):
         members = [a for a in get_args(ann) if a is not type(None)]
         models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
@@ -96,10 +93,6 @@ def allowed_keys(data: Any, path: Sequence[int | str]) -> list[str]:
     if isinstance(cur, type) and issubclass(cur, BaseModel):
         return sorted(cur.model_fields)
     return []
-
-
-def _is_union_tag(part: int | str) -> bool:
-    return isinstance(part, str) and part in ("ollama", "bedrock", "sagemaker")
 
 
 def parse_policy(data: Any, source: str = "<policy>") -> Policy:
@@ -181,13 +174,12 @@ def _check_names(policy: Policy) -> list[str]:
 
 
 def policy_warnings(policy: Policy) -> list[str]:
-    """`PATH: warning` lines for a valid policy: Ollama cloud models on `ollama` backends."""
+    """`PATH: warning` lines for a valid policy: models a local backend forwards off the
+    premises (Ollama cloud models on `ollama` backends)."""
     lines: list[str] = []
     for name, cfg in policy.backends.items():
-        if not isinstance(cfg, OllamaConfig):
-            continue
         for logical, model_id in cfg.models.items():
-            why = cloud_reason(model_id, None)
+            why = cfg.remote_model_reason(model_id, None)
             if why is None:
                 continue
             lines.append(f"backends.{name}.models.{logical}: {why}; it is not local, so private "

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.backends.configs import BackendConfig
+from router.backends.registry import BackendConfig
 
 PrivacyClass = Literal["private", "standard"]
 DetectorKind = Literal["email", "phone", "card", "iban", "aws_key", "private_key"]
@@ -97,7 +97,7 @@ class StreamConfig(_Strict):
 class Policy(_Strict):
     version: Literal[1] = 1
     models: dict[str, ModelSpec]
-    backends: dict[str, BackendConfig]
+    backends: dict[str, BackendConfig]  # each validated as its registered `type`
     routes: list[Route] = Field(min_length=1)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     keys: list[ApiKey] = Field(default_factory=list)

@@ -4,9 +4,9 @@ Local backends are probed every `probe_interval_s` with cheap calls (`/api/versi
 `/api/ps`); a failed probe counts as a health failure, a good one half-opens an open breaker.
 Cloud backends are probed rarely and never with billable inference (readiness only).
 For an Ollama host it also warns (once per state, so once at start in a steady fleet) when the
-host's cloud features are on or it cannot tell, and for every configured model that is one of
-Ollama's cloud models (by its tag or as `/api/tags` lists it): those never serve private
-requests.
+host's cloud features are on or it cannot tell, and for every configured model its config says
+is forwarded off the premises (`remote_model_reason`: one of Ollama's cloud models, by its tag
+or as `/api/tags` lists it): those never serve private requests.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from router.backends.base import Backend, ProbeResult
-from router.backends.ollama_cloud import cloud_features, cloud_reason
+from router.backends.configs import BackendConfigBase
+from router.backends.ollama_cloud import cloud_features
 from router.resilience.circuit import BreakerBook
 
 log = logging.getLogger("router.prober")
@@ -71,9 +72,11 @@ class Prober:
         warning = cloud_features(result)["warning"]
         if isinstance(warning, str):
             self._warn_once(name, warning)
-        models = getattr(getattr(backend, "config", None), "models", None) or {}
-        for logical, model_id in models.items():
-            why = cloud_reason(model_id, result)
+        config = getattr(backend, "config", None)
+        if not isinstance(config, BackendConfigBase):
+            return
+        for logical, model_id in config.models.items():
+            why = config.remote_model_reason(model_id, result)
             if why is not None:
                 self._warn_once(name, f"{logical}: {why}; it is not local and never serves "
                                       "private requests")

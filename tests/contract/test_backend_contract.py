@@ -1,5 +1,7 @@
 """One contract suite, run over every backend (Ollama, Bedrock, SageMaker) against its
-simulator: the same client-side assertions whatever serves the request."""
+simulator: the same client-side assertions whatever serves the request. It also runs over
+`openai_compat`, a backend type registered from the tests only (`tests/compat_backend.py`),
+built the way the server builds backends: policy -> registry -> Runtime."""
 
 from __future__ import annotations
 
@@ -23,14 +25,15 @@ from router.errors import (
     BackendUnavailable,
     RequestBuildError,
 )
-from router.simulators.bedrock import BedrockSimConfig
-from router.simulators.bedrock import create_app as bedrock_app
-from router.simulators.ollama import OllamaSimConfig
-from router.simulators.ollama import create_app as ollama_app
-from router.simulators.sagemaker import SageMakerSimConfig
-from router.simulators.sagemaker import create_app as sagemaker_app
-from router.simulators.server import SimServer
 from router.types import ChatRequest, ChatResult, StreamEvent
+from router_simulators.bedrock import BedrockSimConfig
+from router_simulators.bedrock import create_app as bedrock_app
+from router_simulators.ollama import OllamaSimConfig
+from router_simulators.ollama import create_app as ollama_app
+from router_simulators.sagemaker import SageMakerSimConfig
+from router_simulators.sagemaker import create_app as sagemaker_app
+from router_simulators.server import SimServer
+from tests import compat_backend
 
 TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "weather",
@@ -70,9 +73,34 @@ def _sagemaker(sim: SimServer) -> Backend:
         models={"gpt-oss-20b": "gpt-oss-20b"}))
 
 
-@pytest.fixture(scope="module", params=["ollama", "bedrock", "sagemaker"])
+def _registered_type(sim: SimServer) -> Backend:
+    """Through the registry: a policy naming the type, parsed, made live by a Runtime."""
+    import time
+
+    from router.policy.loader import parse_policy
+    from router.runtime import Runtime
+    from router.state.memory import MemoryStore
+
+    policy = parse_policy({
+        "models": {"gpt-oss-20b": {"vram_gb": 14}},
+        "backends": {"compat": {"type": "openai_compat", "base_url": sim.url,
+                                "timeouts": {"connect_s": 2, "read_s": 2},
+                                "models": {"gpt-oss-20b": "gpt-oss:20b"}}},
+        "routes": [{"name": "all", "targets": ["compat"]}],
+    })
+    return Runtime(policy, MemoryStore(), clock=time.monotonic).backends["compat"]
+
+
+@pytest.fixture(scope="module", params=["ollama", "bedrock", "sagemaker", "openai_compat"])
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     kind = request.param
+    if kind == "openai_compat":
+        with compat_backend.registered():
+            sim = SimServer(lambda: ollama_app(OllamaSimConfig()))
+            sim.start()
+            yield Subject(kind, sim, lambda: _registered_type(sim), "gpt-oss:20b")
+            sim.stop()
+        return
     if kind == "ollama":
         sim = SimServer(lambda: ollama_app(OllamaSimConfig()))
         yield_subject = Subject(kind, sim, lambda: _ollama(sim), "gpt-oss:20b")
@@ -222,7 +250,8 @@ async def test_probe_and_close(subject: Subject, backend: Backend) -> None:
 # Where each backend builds its vendor request (the step `prepare` runs before sending).
 BUILDERS = {"ollama": ("router.backends.ollama", "build_payload"),
             "bedrock": ("router.backends.bedrock", "converse_request"),
-            "sagemaker": ("router.backends.sagemaker", "build_body")}
+            "sagemaker": ("router.backends.sagemaker", "build_body"),
+            "openai_compat": ("tests.compat_backend", "build_body")}
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -22,6 +22,7 @@ from router.errors import (
 from router.executor import Executor
 from router.planner import Candidate, Plan, RequestFacts
 from router.policy.loader import parse_policy
+from router.reasons import Reason, ReasonCode
 from router.resilience.circuit import BreakerBook
 from router.state.memory import MemoryStore
 from router.types import ChatRequest, Message
@@ -79,7 +80,8 @@ def plan_of(*names: str, privacy: str = "standard") -> Plan:
     for n in names:
         local = n == "local"
         cands.append(Candidate(n, "gpt-oss:20b" if local else "openai.gpt-oss-20b-1:0", local,
-                               "local" if local else "cloud", max_wait_s=1.0,
+                               Reason(ReasonCode.LOCAL if local else ReasonCode.CLOUD),
+                               max_wait_s=1.0,
                                slots=1 if local else 0))
     return Plan("r", privacy, 10, cands, [])  # type: ignore[arg-type]
 
@@ -89,7 +91,7 @@ async def test_success_on_first_candidate() -> None:
     c = ctx(clock)
     result = await ex.chat(c, plan_of("local", "bedrock"))
     assert result.content == "answer from local"
-    assert c.served_by == "local" and c.reason == "local"
+    assert c.served_by == "local" and c.reason == Reason(ReasonCode.LOCAL)
     assert store.held() == 0
 
 
@@ -111,7 +113,7 @@ async def test_persistent_5xx_fails_over_and_reason_says_so() -> None:
     result = await ex.chat(c, plan_of("local", "bedrock"))
     assert result.content == "answer from bedrock"
     assert len(local.calls) == 2  # the breaker (threshold 2) stops the third attempt
-    assert c.reason == "failover_after=backend_unavailable"
+    assert c.reason is not None and c.reason.render() == "failover_after=backend_unavailable"
     assert store.held() == 0
 
 
@@ -177,7 +179,8 @@ async def test_queue_timeout_fails_over_for_standard_and_503_for_private() -> No
     holder = asyncio.create_task(ex.chat(ctx(clock), plan_of("local")))
     await asyncio.sleep(0)
     p = plan_of("local", "bedrock")
-    p.candidates[0] = Candidate("local", "gpt-oss:20b", True, "local", max_wait_s=0.0, slots=1)
+    p.candidates[0] = Candidate("local", "gpt-oss:20b", True, Reason(ReasonCode.LOCAL),
+                                max_wait_s=0.0, slots=1)
     c = ctx(clock)
     await ex.chat(c, p)
     assert c.served_by == "bedrock"
@@ -265,7 +268,8 @@ async def test_cold_candidate_gets_the_load_time_for_its_first_token() -> None:
     ex.policy = POLICY.model_copy(update={
         "stream": POLICY.stream.model_copy(update={"first_token_timeout_s": 0.01}),
         "privacy": POLICY.privacy.model_copy(update={"load_timeout_s": 5.0})})
-    cold = Candidate("local", "gpt-oss:20b", True, "private_local_only", max_wait_s=1.0,
+    cold = Candidate("local", "gpt-oss:20b", True, Reason(ReasonCode.PRIVATE_LOCAL_ONLY),
+                     max_wait_s=1.0,
                      slots=1, cold=True)
     loop = asyncio.get_running_loop()
     loop.call_later(0.05, gate.set)  # the "load" outlasts the normal first-token limit
@@ -368,7 +372,7 @@ async def test_unexpected_exception_in_a_backend_is_internal_not_failed_over() -
 
 async def test_private_request_never_attempted_on_an_ollama_cloud_tag() -> None:
     ex, store, clock, slept, b = setup()
-    cand = Candidate("local", "gpt-oss:120b-cloud", True, "private_local_only",
+    cand = Candidate("local", "gpt-oss:120b-cloud", True, Reason(ReasonCode.PRIVATE_LOCAL_ONLY),
                      max_wait_s=1.0, slots=1)
     with pytest.raises(NoLocalCapacity):
         await ex.chat(ctx(clock, "private"), Plan("r", "private", 1, [cand], []))

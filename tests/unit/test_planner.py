@@ -16,6 +16,7 @@ from router.planner import (
     plan,
 )
 from router.policy.loader import parse_policy
+from router.reasons import Reason, ReasonCode
 from router.state.base import SlotLoad, slot_key
 
 GiB = 1 << 30
@@ -90,8 +91,8 @@ def test_plan_reasons(case: tuple[Any, ...]) -> None:
     p = plan(f, make_policy(), st)
     assert p.error is None
     assert p.candidates[0].backend == backend
-    assert p.reason == reason
-    got = {e.backend: e.reason for e in p.excluded}
+    assert p.reason.render() == reason
+    got = {e.backend: e.reason.render() for e in p.excluded}
     for b, r in excluded.items():
         assert got[b] == r
 
@@ -158,7 +159,7 @@ def test_route_matching_by_header_key_and_model() -> None:
 
 def test_key_max_queue_wait_overrides_route() -> None:
     st = state(load=SlotLoad(2, 4, 0.6))  # 1.8 s estimated wait
-    assert plan(facts(key_max_queue_wait_s=5.0), make_policy(), st).reason == "local"
+    assert plan(facts(key_max_queue_wait_s=5.0), make_policy(), st).reason.render() == "local"
 
 
 @pytest.mark.parametrize(("load", "slots", "expected"), [
@@ -188,7 +189,7 @@ def cloud_policy(model_id: str = "gpt-oss:120b-cloud") -> Any:
 def test_private_request_excludes_an_ollama_cloud_tag(model_id: str) -> None:
     p = plan(facts(model="gpt-oss-120b", privacy="private"), cloud_policy(model_id), state())
     assert p.candidates == []
-    assert {e.backend: e.reason for e in p.excluded} == {"local": "ollama_cloud_model",
+    assert {e.backend: e.reason.render() for e in p.excluded} == {"local": "ollama_cloud_model",
                                                          "bedrock": "private_local_only"}
     assert isinstance(p.error, NoLocalCapacity) and "ollama_cloud_model" in p.error.message
 
@@ -197,7 +198,7 @@ def test_private_request_excludes_a_model_the_probe_lists_with_remote_host() -> 
     probe = ProbeResult(ok=True, remote_models={"team-120b:latest": "https://ollama.com:443"})
     p = plan(facts(model="gpt-oss-120b", privacy="private"), cloud_policy("team-120b"),
              state(probe=probe))
-    assert p.candidates == [] and p.excluded[0].reason == "ollama_cloud_model"
+    assert p.candidates == [] and p.excluded[0].reason.render() == "ollama_cloud_model"
     # and a local model on the same host stays eligible
     p = plan(facts(privacy="private"), cloud_policy("team-120b"), state(probe=probe))
     assert [(c.backend, c.local) for c in p.candidates] == [("local", True)]
@@ -207,4 +208,39 @@ def test_standard_request_may_use_an_ollama_cloud_model_as_a_cloud_candidate() -
     p = plan(facts(model="gpt-oss-120b"), cloud_policy(), state())
     assert [(c.backend, c.local, c.slots) for c in p.candidates] == [
         ("local", False, 0), ("bedrock", False, 0)]
-    assert p.warm == [] and not any(e.reason == "vram_insufficient" for e in p.excluded)
+    assert p.warm == [] and not any(e.reason.render() == "vram_insufficient" for e in p.excluded)
+
+
+# -- typed reasons: rendered once, at the edge -------------------------------------------------
+
+@pytest.mark.parametrize(("reason", "wire"), [
+    (Reason(ReasonCode.LOCAL), "local"),
+    (Reason.queue_wait(1.8, 1.0), "queue_wait_1800ms>1000ms"),
+    (Reason.queue_wait(0.0, 0.0), "queue_wait_0ms>0ms"),
+    (Reason.context(65536, 32768), "context_65536>32768"),
+    (Reason.failover_after("backend_timeout"), "failover_after=backend_timeout"),
+    (Reason(ReasonCode.OLLAMA_CLOUD_MODEL), "ollama_cloud_model"),
+])
+def test_reasons_render_to_the_wire_strings(reason: Reason, wire: str) -> None:
+    assert reason.render() == wire == str(reason)
+
+
+def test_plan_reasons_carry_their_detail() -> None:
+    p = plan(facts(), make_policy(), state(load=SlotLoad(2, 4, 0.6)))
+    spilled = p.candidates[-1].reason
+    assert (spilled.code, spilled.wait_ms, spilled.bound_ms) == (ReasonCode.QUEUE_WAIT, 1800,
+                                                                 1000)
+    p = plan(facts(prompt_tokens=60000), make_policy(), state())
+    assert p.excluded[0].reason == Reason.context(60100, 8192)
+
+
+def test_context_error_takes_the_window_from_the_reason_detail() -> None:
+    pol = make_policy(backends={
+        "local": {"type": "ollama", "parallel": 2, "gpu_memory_gb": 24, "num_ctx": 8192,
+                  "models": {"gpt-oss-20b": "gpt-oss:20b"}},
+        "bedrock": {"type": "bedrock", "context_window": 16000,
+                    "models": {"gpt-oss-20b": "openai.gpt-oss-20b-1:0"}},
+    })
+    p = plan(facts(prompt_tokens=60000), pol, state())
+    assert isinstance(p.error, ContextLengthExceeded)
+    assert "largest context window available to it is 16000 tokens" in p.error.message
