@@ -42,8 +42,7 @@ log = logging.getLogger("router.api")
 
 class ChatRoutes:
     def __init__(self, service: RouterService, max_body_bytes: int,
-                 open_remote: bool = False, send_timeout_s: float = 30.0) -> None:
-        # `open_remote` is the service's (RouterService(open_remote=...)); kept for callers.
+                 send_timeout_s: float = 30.0) -> None:
         self.service = service
         self.send_timeout_s = send_timeout_s
         self.limit = max_body_bytes
