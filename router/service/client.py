@@ -11,14 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-from router.metrics import reason_class
+from router.reasons import Reason
 from router.route_meta import RouteMeta
 from router.types import ChatResult
-
-if TYPE_CHECKING:
-    from router.reasons import Reason
 
 __all__ = ["CLIENT_CLOSED_STATUS", "ClientContext", "Completed", "RouteMeta", "StreamOutcome",
            "reason_label", "render_reason"]
@@ -56,17 +52,11 @@ class Completed:
     model: str  # the logical model that served it (aliases resolved)
 
 
-def render_reason(reason: Reason | str | None) -> str | None:
+def render_reason(reason: Reason | None) -> str | None:
     """The one place a routing reason becomes its wire string (`x-router-reason`, explain)."""
-    if reason is None or isinstance(reason, str):
-        return reason
-    return reason.render()
+    return None if reason is None else reason.render()
 
 
-def reason_label(reason: Reason | str | None) -> str:
+def reason_label(reason: Reason | None) -> str:
     """The bounded metric label of a reason: its code, never its numbers."""
-    if reason is None:
-        return "none"
-    if isinstance(reason, str):
-        return reason_class(reason)
-    return reason.code.value
+    return "none" if reason is None else reason.code.value
