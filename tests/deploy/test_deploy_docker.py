@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.deploy_helpers import (
+from tests.deploy.deploy_helpers import (
     COMPOSE,
     DOCKERFILE,
     REPLICAS,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from router.audit import AuditLog, AuditRecord
 from router.cli import app
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()
 
 

@@ -14,7 +14,7 @@ from router.service import ClientContext, RouterService
 from router.state.memory import MemoryStore
 from router.types import ChatRequest
 from tests.fakes import FakeBackend
-from tests.unit.test_service import POLICY
+from tests.unit.router.test_service import POLICY
 
 
 class PooledFake(FakeBackend):

@@ -10,7 +10,7 @@ import pytest
 from router.policy.loader import PolicyError, default_policy, load_policy
 from router.policy.schema import normalise_model_name
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 INVALID = ROOT / "tests" / "fixtures" / "policies" / "invalid"
 EXAMPLES = sorted((ROOT / "policies").glob("*.yaml"))
 

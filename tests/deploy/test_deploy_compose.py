@@ -18,7 +18,7 @@ import pytest
 from router.policy.loader import load_policy
 from router.policy.schema import Policy
 from router.settings import RouterSettings
-from tests.unit.deploy_helpers import (
+from tests.deploy.deploy_helpers import (
     COMPOSE,
     DEPLOY,
     DOCKERFILE,

@@ -15,7 +15,7 @@ import yaml
 
 from router.policy.loader import parse_policy
 from router.settings import RouterSettings
-from tests.unit.deploy_helpers import K8S, LOOPBACK, RUN_AS_UID, assert_pinned, docs
+from tests.deploy.deploy_helpers import K8S, LOOPBACK, RUN_AS_UID, assert_pinned, docs
 
 
 def k8s_objects() -> list[dict[str, Any]]:

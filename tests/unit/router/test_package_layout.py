@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ROUTER = ROOT / "router"
 OUTSIDE = ("router_simulators", "router_demo", "openai")
 # The one place that may name the demo: `hybrid-router demo`, importing it lazily.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy_helpers import DEPLOY, ROOT, SETTINGS_ENV, TEXT_FILES, YAML_FILES, docs
+from tests.deploy.deploy_helpers import DEPLOY, ROOT, SETTINGS_ENV, TEXT_FILES, YAML_FILES, docs
 
 # ---------------------------------------------------------------------------------- all files
 
