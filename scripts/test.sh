@@ -31,6 +31,11 @@ if ! redis_up; then
   redis_up || echo "warning: no Redis at 127.0.0.1:6379; the Redis tests will fail" >&2
 fi
 
+# Static checks first: lint, types, and the layer contract (pyproject.toml [tool.importlinter]).
+.venv/bin/ruff check router router_simulators router_demo tests benchmarks
+.venv/bin/mypy
+.venv/bin/lint-imports --no-cache
+
 export HR_REQUIRE_REDIS=1
 export HR_PRIVACY_EXAMPLES=${HR_PRIVACY_EXAMPLES:-10000}
 set +e
