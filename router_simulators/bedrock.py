@@ -1,6 +1,7 @@
 """Simulator of the Amazon Bedrock runtime for gpt-oss, reached by real boto3 via `endpoint_url`.
 
-Routes (protocols.md §2, §4): `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`,
+Routes (docs/protocols.md, Bedrock Converse and AWS event-stream encoding): `POST
+/model/{modelId}/converse`, `/converse-stream`, `/invoke`,
 `/invoke-with-response-stream`; the id arrives URL-encoded (`openai.gpt-oss-20b-1%3A0`).
 
 - Converse: JSON `{output.message.content[reasoningContent|text|toolUse], stopReason, usage,

@@ -31,7 +31,8 @@ ERROR_TYPES = {
     503: "ServiceUnavailableException",
 }
 
-# In-stream exception member names (lower camel case, protocols.md §4) for midstream_error.
+# In-stream exception member names (lower camel case, docs/protocols.md, AWS event-stream encoding)
+# for midstream_error.
 _STREAM_ERRORS = {429: "throttlingException", 503: "serviceUnavailableException"}
 
 ScriptInput = tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None, int | None]

@@ -1,6 +1,7 @@
 """Encoder for the AWS event stream (`application/vnd.amazon.eventstream`), for the simulators.
 
-Frame layout (big-endian; protocols.md §4): total_len u32, headers_len u32, prelude CRC32,
+Frame layout (big-endian; docs/protocols.md, AWS event-stream encoding): total_len u32, headers_len
+u32, prelude CRC32,
 headers, payload, message CRC32. Headers are written as type 7 (string), as AWS servers do.
 """
 

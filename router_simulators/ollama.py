@@ -1,6 +1,6 @@
 """Ollama simulator: the native API (`/api/chat`, `/api/ps`, `/api/tags`, `/api/version`,
 `/api/show`, `/api/status`) and Ollama's OpenAI surface (`/v1/chat/completions`, `/v1/models`),
-per protocols.md §1.
+per docs/protocols.md, Ollama.
 
 Cloud models (`cloud_models`) behave as Ollama's do: `/api/tags` lists them with `remote_host`
 and `remote_model`, `/api/ps` never does, a chat answers with the remote fields added (and

@@ -1,4 +1,5 @@
-"""Ollama simulator, OpenAI-compatible surface (protocols.md §1): `POST /v1/chat/completions`
+"""Ollama simulator, OpenAI-compatible surface (docs/protocols.md, Ollama): `POST
+/v1/chat/completions`
 (whole `chat.completion` bodies, or `chat.completion.chunk` SSE ending in `data: [DONE]`, with a
 usage chunk when `stream_options.include_usage`) and `GET /v1/models`.
 

@@ -1,6 +1,6 @@
 """SageMaker runtime simulator: an endpoint serving gpt-oss behind a vLLM-style container.
 
-Routes (protocols.md §3.3, §4, §6):
+Routes (docs/protocols.md, SageMaker):
     POST /endpoints/{name}/invocations                  chat.completion JSON
     POST /endpoints/{name}/invocations-response-stream  event stream of `PayloadPart` frames whose
         raw bytes are SSE `data: {chunk}\\n\\n` ... `data: [DONE]\\n\\n`, cut at arbitrary byte

@@ -8,7 +8,7 @@
 needs the SDK v3 (`pip install 'hybrid-router[deploy]'`), AWS credentials allowed to create
 models, endpoint configs and endpoints, and an execution role for SageMaker (`--role-arn`).
 It uses `ModelBuilder.from_jumpstart_config(...)`, then `.build()` and `.deploy(...)`
-(protocols.md §3.1). The endpoint bills per instance-hour until you delete it.
+(docs/protocols.md, SageMaker). The endpoint bills per instance-hour until you delete it.
 """
 
 from __future__ import annotations

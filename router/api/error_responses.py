@@ -92,7 +92,7 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
     out = dict(headers or {})
     retry_after = exc.retry_after
     if retry_after is None and exc.status in (429, 503):
-        retry_after = 1.0  # design §8: 429 and 503 always say when to come back
+        retry_after = 1.0  # docs/design.md, Errors: 429 and 503 always say when to come back
     if retry_after is not None:
         out["retry-after"] = str(max(1, math.ceil(retry_after)))
     return Response(orjson.dumps(exc.body()), status_code=exc.status,

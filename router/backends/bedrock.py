@@ -1,6 +1,7 @@
 """Amazon Bedrock backend for gpt-oss (`openai.gpt-oss-20b-1:0`, `openai.gpt-oss-120b-1:0`).
 
-Wire API: Converse / ConverseStream (protocols.md §2.2), not InvokeModel. Converse returns
+Wire API: Converse / ConverseStream (docs/protocols.md, Bedrock Converse), not InvokeModel.
+Converse returns
 reasoning as structured `reasoningContent` blocks and deltas, tool calls as `toolUse` blocks with
 ids, and takes `additionalModelRequestFields.reasoning_effort`; its stream events are modelled by
 botocore. InvokeModel returns reasoning inline as `<reasoning>…</reasoning>` text in `content` (to
@@ -47,7 +48,8 @@ Errors (by exception type, then `Error.Code` — case-insensitive, so the in-str
       BackendStreamError (stream), retryable.
 
 In-stream exception frames before any event was yielded map like the same code before the
-stream (Bedrock reports throttling of streams as a `throttlingException` frame, protocols.md §4);
+stream (Bedrock reports throttling of streams as a `throttlingException` frame, docs/protocols.md,
+AWS event-stream encoding);
 after output, every in-band error is a BackendStreamError (the executor decides what the client
 sees), and an error while draining after the final event is ignored.
 
@@ -109,7 +111,7 @@ log = logging.getLogger("router.backends.bedrock")
 # valid min length: 1` (the value part may quote request text: only the path is logged).
 _PARAM_PATH = re.compile(r"parameter ([\w.\[\]]+)")
 
-DEFAULT_CONTEXT_WINDOW = 128_000  # gpt-oss on Bedrock (protocols.md §2.1)
+DEFAULT_CONTEXT_WINDOW = 128_000  # gpt-oss on Bedrock (docs/protocols.md, Bedrock Converse)
 CONTEXT_MARGIN = 0.75  # a ValidationException this close to the window is a context error
 
 _THROTTLING = {"ThrottlingException", "TooManyRequestsException"}

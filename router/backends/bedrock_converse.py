@@ -1,11 +1,13 @@
 """Pure translation between the router's Chat Completions types and Bedrock Converse shapes.
 
-No I/O and no boto3 here (protocols.md §2.2, §5); `bedrock.py` owns the transport and the errors.
+No I/O and no boto3 here (docs/protocols.md, Bedrock Converse); `bedrock.py` owns the transport and
+the errors.
 
 Request: system/developer -> `system[].text`; user -> text blocks; assistant -> reasoning as
 `reasoningContent.reasoningText.text` (never a signature: gpt-oss rejects it; and only for the
 assistant turns after the last user message, i.e. the tool loop in progress: the harmony rule of
-protocols.md §5 drops analysis once a final answer was given), text, `toolUse` (arguments
+docs/protocols.md, Bedrock Converse: the harmony format drops analysis once a final answer was
+given), text, `toolUse` (arguments
 string -> input object); an assistant turn with neither text nor tool calls is dropped
 (Converse rejects empty content, and a reasoning-only turn is not sent); tool results -> a user
 message of `toolResult` blocks; consecutive same-role turns are merged (Converse requires

@@ -1,4 +1,5 @@
-"""Free and total GPU memory from NVML (`pynvml`, package nvidia-ml-py; protocols.md §1.6).
+"""Free and total GPU memory from NVML (`pynvml`, package nvidia-ml-py; docs/protocols.md, GPU
+memory).
 
 Used by the Ollama backend's probe when the router runs on the GPU host (`use_nvml`).
 NVML is optional: the package comes with the `nvml` extra (`pip install 'hybrid-router[nvml]'`).

@@ -1,4 +1,4 @@
-"""Ollama backend: the native API, `POST /api/chat` (protocols.md §1).
+"""Ollama backend: the native API, `POST /api/chat` (docs/protocols.md, Ollama).
 
 Wire API: JSON over HTTP; the request body is built in `ollama_wire.py`. Streams are NDJSON,
 one object a line, ending with a `done:true` line carrying `done_reason` and token counts; an

@@ -6,7 +6,7 @@ Wire API: sagemaker-runtime `InvokeEndpoint` with a Chat Completions JSON body, 
 `data: [DONE]`): lines are reassembled across parts with an incremental UTF-8 decoder, tool-call
 fragments are joined by index and emitted whole at finish (that decoding, which knows nothing of
 boto3, is `openai_stream.py`). Reasoning is read from `reasoning` or `reasoning_content` and sent
-back on assistant turns as `reasoning` (protocols.md §3, §5, §6).
+back on assistant turns as `reasoning` (docs/protocols.md, SageMaker and botocore).
 Auth: the standard AWS credential chain, SigV4 (boto3 via `aws_common`, botocore retries off).
 Readiness: control-plane `DescribeEndpoint` (never an inference call); ok when `InService`.
 Request building (`prepare`: `build_body`, typed fields as plain JSON) runs before the call; a

@@ -4,7 +4,7 @@ Everything the router must agree on across replicas goes through a `StateStore`.
 store (`memory.py`) serves one process; the Redis store (`redis_store.py`) serves several.
 Keys are plain strings built by `slot_key()`; values are small dataclasses.
 
-Contract of the capacity ledger (design §5, issue 4):
+Contract of the capacity ledger (docs/design.md, Routing signals):
 - `acquire_slot(key, slots, timeout_s)` takes a slot at once when fewer than `slots` are in
   flight and nobody queued earlier is waiting; otherwise it waits in FIFO order up to
   `timeout_s` and returns None if the wait ran out. It never lets more than `slots` be held.

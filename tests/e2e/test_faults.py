@@ -1,5 +1,6 @@
 """The fault suite, per-request faults: scripted simulator faults before any output reached the
-client, against a real router process (design §7). A fault is retried on the same backend,
+client, against a real router process (docs/design.md, Failure semantics). A fault is retried on
+the same backend,
 then failed over; a context-window or content-filter answer is not retried; the answer, the
 metrics and the audit log agree on which backend served it.
 

@@ -1,5 +1,5 @@
 """Property: for any valid policy, any state snapshot and any sequence of backend faults, a
-private request is never attempted on a backend that is not local (design §4).
+private request is never attempted on a backend that is not local (docs/design.md, Privacy).
 
 Runs the real classifier -> planner -> executor path with scripted in-process backends; the
 number of examples is raised in CI (`HR_PRIVACY_EXAMPLES`, default 10,000 under scripts/test.sh).

@@ -1,4 +1,5 @@
-"""The Ollama simulator's wire format (protocols.md §1), residency, slots and its /v1 surface."""
+"""The Ollama simulator's wire format (docs/protocols.md, Ollama), residency, slots and its /v1
+surface."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SageMakerBackend against moto: readiness from `DescribeEndpoint`, answers from moto's queue.
 
-moto 5.2 (testing.md): the control plane works (`InService` at once; `ml.g4dn.xlarge` is in its
+moto 5.2: the control plane works (`InService` at once; `ml.g4dn.xlarge` is in its
 instance list, `ml.g6e.*` is not); `invoke_endpoint` answers from a FIFO set through
 `POST /moto-api/static/sagemaker/endpoint-results`; streaming is not implemented there (the
 simulator covers it).
