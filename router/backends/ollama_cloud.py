@@ -22,8 +22,6 @@ from typing import Any
 
 from router.backends.base import ProbeResult
 
-REASON = "ollama_cloud_model"  # the planner's exclusion reason for private requests
-
 
 def is_cloud_tag(model_id: str) -> bool:
     """True when the id itself names one of Ollama's cloud models."""
