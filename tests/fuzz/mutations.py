@@ -139,17 +139,19 @@ def valid_body(draw: st.DrawFn) -> dict[str, Any]:
 
 # -- mutations ------------------------------------------------------------------------------
 
-def paths(root: Any) -> list[Path]:
+def paths(root: Any, limit: int = 400) -> list[Path]:
+    """The first `limit` paths, breadth first (a body grown to 50,000 keys by an earlier
+    mutation must not make every later draw walk all of it)."""
     out: list[Path] = []
-    stack: list[tuple[Path, Any]] = [((), root)]
-    while stack:
-        path, node = stack.pop()
+    queue: list[tuple[Path, Any]] = [((), root)]
+    while queue and len(out) < limit:
+        path, node = queue.pop(0)
         out.append(path)
         if isinstance(node, dict):
-            stack.extend(((*path, k), v) for k, v in node.items())
+            queue.extend(((*path, k), v) for k, v in list(node.items())[:limit])
         elif isinstance(node, list):
-            stack.extend(((*path, i), v) for i, v in enumerate(node))
-    return sorted(out, key=lambda p: tuple(map(str, p)))
+            queue.extend(((*path, i), v) for i, v in enumerate(node[:limit]))
+    return out
 
 
 def get(root: Any, path: Path) -> Any:

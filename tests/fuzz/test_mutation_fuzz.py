@@ -10,6 +10,7 @@ The tallies are printed at the end (`-s` shows them).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 
@@ -35,8 +36,15 @@ FINDINGS = Findings()
 @pytest.fixture(scope="module")
 def fuzz() -> Iterator[tuple[FuzzApp, TestClient]]:
     app = build_fuzz_app()
-    with client(app) as c:
-        yield app, c
+    # The router logs each unexpected error with its traceback; pytest keeps every record of
+    # a test in memory, and one hypothesis test is thousands of requests (gigabytes in a long
+    # run). The responses are what is checked.
+    logging.disable(logging.CRITICAL)
+    try:
+        with client(app) as c:
+            yield app, c
+    finally:
+        logging.disable(logging.NOTSET)
     print(f"\nmutation fuzz: {TALLY['cases']} cases, {TALLY['5xx']} 5xx, "
           f"{TALLY['bad_body']} bad bodies, {TALLY['private']} private, "
           f"{TALLY['private_on_cloud']} private on the cloud, statuses "

@@ -9,6 +9,7 @@ thousands). Tallies of every case are printed at the end of the module (`-s` sho
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 
@@ -43,7 +44,11 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module", autouse=True)
 def _report() -> Iterator[None]:
-    yield
+    logging.disable(logging.CRITICAL)  # pytest would keep every log record of every case
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
     print(f"\nschemathesis: {TALLY['cases']} cases, {TALLY['5xx']} 5xx, "
           f"{TALLY['bad_error_body']} bad error bodies, {TALLY['nonconforming']} not as "
           "documented, statuses "
