@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -44,6 +45,14 @@ _OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicatio
                   % (len(_BUSY_BODY), _BUSY_BODY))
 
 
+def _json_error(status: bytes, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": None, "code": code}})
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout and a connection cap.
 
@@ -52,9 +61,11 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     header_timeout_s: float = 10.0
     max_connections: int = 2048
+    max_header_bytes: int = 64 * 1024  # request line plus headers; 431 beyond
     on_slow_client: Callable[[SlowClient], None] | None = None
 
     _header_timer: asyncio.TimerHandle | None = None
+    _header_bytes: int = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -78,6 +89,24 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._disarm_header_timer()
         super().on_headers_complete()
 
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is not None:  # still reading a request line and headers
+            self._header_bytes += len(data)
+            if self._header_bytes > self.max_header_bytes:
+                self._disarm_header_timer()
+                self.transport.write(_json_error(
+                    b"431 Request Header Fields Too Large", "headers_too_large",
+                    f"The request line and headers exceed {self.max_header_bytes} bytes."))
+                self.transport.close()
+                return
+        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's own parser errors (bad request line, header, chunk): JSON, not text."""
+        self.transport.write(_json_error(
+            b"400 Bad Request", "invalid_http", f"The HTTP request could not be parsed: {msg}"))
+        self.transport.close()
+
     def _abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -89,6 +118,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
+            self._header_bytes = 0
             self._header_timer = self.loop.call_later(self.header_timeout_s,
                                                       self._header_timeout)
 

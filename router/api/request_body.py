@@ -17,7 +17,8 @@ Order of checks, cheapest first, each a clear 4xx:
 6. `ChatRequest` validation (strict types, see `router/types.py`).
 
 Bodies over `OFFLOAD_BYTES` are parsed and validated in a worker thread, so a few large bodies
-do not stall the event loop (and `/healthz`) for their whole parse.
+do not stall the event loop (and `/healthz`) for their whole parse, and at most
+`LARGE_PARSES` of them are parsed at once, which bounds the memory their parsed trees take.
 
 A client that disconnects while its body is being read raises `ClientGone`: there is nobody
 to answer, so the route records it and returns without logging a traceback.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,8 @@ from router.ids import new_id
 from router.types import ChatRequest
 
 OFFLOAD_BYTES = 1024 * 1024
+LARGE_PARSES = 2  # large bodies parsed at once (each in a worker thread)
+_LARGE_PARSES = threading.BoundedSemaphore(LARGE_PARSES)
 REQUEST_ID_MAX = 128
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:\-]")
 _JSON_MEDIA = re.compile(r"application/(?:json|[a-z0-9!#$&^_.+\-]+\+json)")
@@ -215,7 +219,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         data = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_no_constant,
                           parse_int=_bounded_int)
     except _DuplicateFound:
-        key, where = _find_duplicate(text)
+        try:
+            key, where = _find_duplicate(text)
+        except (ValueError, RecursionError):  # a duplicate AND broken JSON after it
+            key, where = "", ""
         raise InvalidRequest(
             f"Duplicate key '{key}' in the JSON body (at '{where}'); each key may appear once "
             "per object.", param=where or None, code="duplicate_key") from None
@@ -332,5 +339,12 @@ async def read_chat_request(request: Request, limits: BodyLimits) -> ChatRequest
     check_content_type(request.headers.get("content-type"))
     raw = await read_body(request, limits.max_body_bytes)
     if len(raw) > OFFLOAD_BYTES:
-        return await asyncio.to_thread(decode_chat_request, raw, limits)
+        return await asyncio.to_thread(_decode_large, raw, limits)
     return decode_chat_request(raw, limits)
+
+
+def _decode_large(raw: bytes, limits: BodyLimits) -> ChatRequest:
+    """A large body's parse and validation, at most `LARGE_PARSES` at once: a parsed 10 MB
+    body of tiny messages takes ~100 MB, so six at once would otherwise take ~700 MB."""
+    with _LARGE_PARSES:
+        return decode_chat_request(raw, limits)

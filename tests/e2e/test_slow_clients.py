@@ -252,3 +252,40 @@ def test_connections_beyond_the_cap_get_503(endless_ollama: EndlessOllama,
         for s in idle:
             s.close()
         proc.stop()
+
+
+def _exchange(port: int, raw_request: bytes) -> tuple[bytes, bytes]:
+    s = _connect(port)
+    try:
+        s.sendall(raw_request)
+        s.settimeout(10)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    except ConnectionError:
+        pass
+    finally:
+        s.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("raw_request", [
+    b"GARBAGE\r\n\r\n",  # no request line
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",  # a header without ':'
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n",
+])
+def test_http_parser_errors_are_json(router: RouterProcess, raw_request: bytes) -> None:
+    head, body = _exchange(router.port, raw_request)
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"application/json" in head
+    assert json.loads(body)["error"]["code"] == "invalid_http"
+
+
+def test_oversized_headers_get_431(router: RouterProcess) -> None:
+    raw_request = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000
+                   + b"\r\n\r\n")
+    head, body = _exchange(router.port, raw_request)
+    assert head.startswith(b"HTTP/1.1 431"), head
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    assert httpx.get(router.url + "/healthz", timeout=5).status_code == 200

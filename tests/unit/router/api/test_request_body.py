@@ -60,6 +60,49 @@ def test_duplicate_keys_are_400_naming_the_path(raw: str, param: str) -> None:
     assert err.status == 400 and err.code == "duplicate_key" and err.param == param
 
 
+@pytest.mark.parametrize("raw", [
+    '{"model":"a","model":"b"} x',  # trailing data after the object
+    '{"model":"a","model":"b",',  # truncated after the duplicate
+    '{"model":"a","model":"b","x":NaN}',  # a constant the second pass refuses
+])
+def test_a_duplicate_before_broken_json_is_still_a_400(raw: str) -> None:
+    # Found by the mutation fuzz: the duplicate's second, locating pass raised on the broken
+    # rest of the body (trailing data) and the request became a 500.
+    err = bad(raw)
+    # Which of the two faults is named depends on which the parser meets first.
+    assert err.status == 400 and err.code in ("duplicate_key", "invalid_json")
+
+
+def test_large_bodies_are_parsed_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from router.api import request_body
+
+    active, peak = [0], [0]
+    cond, release = threading.Condition(), threading.Event()
+
+    def held_decode(raw: bytes, limits: BodyLimits) -> Any:
+        with cond:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            cond.notify_all()
+        release.wait(10)  # hold the parse until the test has seen how many got in
+        with cond:
+            active[0] -= 1
+
+    monkeypatch.setattr(request_body, "decode_chat_request", held_decode)
+    threads = [threading.Thread(target=request_body._decode_large, args=(b"{}", LIMITS))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    with cond:
+        assert cond.wait_for(lambda: active[0] == request_body.LARGE_PARSES, timeout=10)
+    release.set()
+    for t in threads:
+        t.join()
+    assert peak[0] == request_body.LARGE_PARSES
+
+
 def test_json_rejects_what_no_backend_can_encode() -> None:
     for raw in ('{"model": NaN}', '{"model": "m", "seed": Infinity}',
                 '{"model": "m", "seed": ' + "9" * 30 + "}", '{"model": "\\ud800"}'):
