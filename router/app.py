@@ -23,8 +23,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from router.api import anthropic_routes, ollama_routes, responses_routes
 from router.api.access import Access
 from router.api.error_responses import error_response
 from router.api.guards import BodyTimeout, HostGuard, allowed_host_set, cors_middleware
@@ -84,7 +85,7 @@ def create_app(
     async def unexpected(request: Request, exc: Exception) -> Response:
         return error_response(exc)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/models", access.client(chat.models), methods=["GET"]),
@@ -95,6 +96,10 @@ def create_app(
         Route("/metrics", access.ops(health.metrics), methods=["GET"]),
         Route("/admin/reload", health.admin_reload, methods=["POST"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        # The other client dialects: codecs over the same service facade.
+        *responses_routes.routes(service, settings, access),
+        *ollama_routes.routes(service, settings, access),
+        *anthropic_routes.routes(service, settings, access),
     ]
     middleware = [
         Middleware(HostGuard, allowed=allowed_host_set(settings.allowed_hosts, settings.host)),

@@ -90,16 +90,18 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is not None:  # still reading a request line and headers
+        reading_headers = self._header_timer is not None
+        super().data_received(data)
+        # Still inside the request line and headers after this chunk (a chunk that completes
+        # them may carry body bytes too, which do not count).
+        if reading_headers and self._header_timer is not None:
             self._header_bytes += len(data)
-            if self._header_bytes > self.max_header_bytes:
+            if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
                 self._disarm_header_timer()
                 self.transport.write(_json_error(
                     b"431 Request Header Fields Too Large", "headers_too_large",
                     f"The request line and headers exceed {self.max_header_bytes} bytes."))
                 self.transport.close()
-                return
-        super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's own parser errors (bad request line, header, chunk): JSON, not text."""

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router import __version__
+from router.api import anthropic_routes, ollama_routes, responses_routes
 from router.types import ChatRequest
 
 __all__ = ["build_document", "document_bytes", "openapi_json"]
@@ -157,6 +158,9 @@ def _paths() -> dict[str, Any]:
                          all_errors, parameters=headers, requestBody=chat_body)
     ops = (401, 403)
     return {
+        **responses_routes.openapi_paths(),
+        **ollama_routes.openapi_paths(),
+        **anthropic_routes.openapi_paths(),
         "/v1/chat/completions": {"post": chat},
         "/v1/models": {"get": _operation(
             "listModels", "Logical models served",
