@@ -89,6 +89,7 @@ def create_app(
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/models", access.client(chat.models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", access.client(chat.model), methods=["GET"]),
         Route("/v1/router/explain", chat.explain, methods=["POST"]),
         Route("/v1/router/status", access.ops(health.status), methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions (JSON and SSE), GET /v1/models, POST /v1/router/explain.
+"""POST /v1/chat/completions (JSON and SSE), GET /v1/models[/{id}], POST /v1/router/explain.
 
 The OpenAI surface is a codec over the service facade: it reads the body once, at the edge
 (`api/request_body.py`: content type, size limit, JSON, limits, then `ChatRequest`
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -31,7 +32,7 @@ from router.api.request_body import (
     read_chat_request,
 )
 from router.api.streaming import ClientStalled, TimedStreamingResponse
-from router.errors import BackendError, RouterError
+from router.errors import BackendError, ModelNotFound, RouterError
 from router.ids import new_id
 from router.metrics import SlowClient
 from router.service import ClientContext, OpenedStream, RouterService, error_outcome
@@ -105,10 +106,25 @@ class ChatRoutes:
         return Response(status_code=CLIENT_GONE_STATUS)
 
     async def models(self, request: Request) -> Response:
-        data = [{"id": m, "object": "model", "created": 1754352000, "owned_by": "openai"}
-                for m in self.service.served_models()]
+        """Every name a client may send, per served logical model (`service/model_names.py`)."""
+        data = [_model_entry(name) for name in self.service.model_names()]
         return Response(orjson.dumps({"object": "list", "data": data}),
                         media_type="application/json")
+
+    async def model(self, request: Request) -> Response:
+        """GET /v1/models/{id}: any name chat accepts for a served model; else OpenAI's 404."""
+        name = str(request.path_params["model_id"])
+        if not name:
+            raise HTTPException(status_code=404)  # `/v1/models/`: the app's plain JSON 404
+        listed = {n.lower(): n for n in self.service.model_names()}
+        if name.lower() in listed:
+            return Response(orjson.dumps(_model_entry(listed[name.lower()])),
+                            media_type="application/json")
+        if self.service.find_model(name) is not None:
+            return Response(orjson.dumps(_model_entry(name)), media_type="application/json")
+        known = ", ".join(self.service.served_models())
+        return error_response(ModelNotFound(
+            f"The model '{name}' does not exist. Known models: {known}", param="model"))
 
     async def explain(self, request: Request) -> Response:
         client = client_context(request)
@@ -120,6 +136,11 @@ class ChatRoutes:
         except (RouterError, ValidationError) as exc:
             return error_response(exc)
         return Response(orjson.dumps(view), media_type="application/json")
+
+
+def _model_entry(name: str) -> dict[str, object]:
+    # `created`: gpt-oss's release day (2025-08-05), the same for every name.
+    return {"id": name, "object": "model", "created": 1754352000, "owned_by": "openai"}
 
 
 def _completion_id() -> str:

@@ -92,12 +92,14 @@ def _response_schemas() -> dict[str, Any]:
                 "usage": {"$ref": "#/components/schemas/Usage"},
             },
         },
+        "Model": {
+            "type": "object", "required": ["id", "object", "created", "owned_by"],
+            "properties": {"id": {"type": "string"}, "object": {"const": "model"},
+                           "created": {"type": "integer"}, "owned_by": {"type": "string"}}},
         "ModelList": {
             "type": "object", "required": ["object", "data"],
-            "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
-                "type": "object", "required": ["id", "object"],
-                "properties": {"id": {"type": "string"}, "object": {"const": "model"},
-                               "created": {"type": "integer"}, "owned_by": {"type": "string"}}}}},
+            "properties": {"object": {"const": "list"}, "data": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Model"}}},
         },
         "Plan": {"type": "object", "description": "The routing plan (explain: nothing is sent).",
                  "required": ["model", "privacy", "route", "reason", "candidates"]},
@@ -163,8 +165,14 @@ def _paths() -> dict[str, Any]:
         **anthropic_routes.openapi_paths(),
         "/v1/chat/completions": {"post": chat},
         "/v1/models": {"get": _operation(
-            "listModels", "Logical models served",
+            "listModels", "Every name a client may send, per served model",
             {"description": "Models.", "content": _json_content("ModelList")}, ops)},
+        "/v1/models/{model_id}": {"get": _operation(
+            "retrieveModel", "One model by any name a client may send for it",
+            {"description": "The model.", "content": _json_content("Model")}, (*ops, 404),
+            parameters=[{"name": "model_id", "in": "path", "required": True,
+                         "schema": {"type": "string"},
+                         "description": "e.g. gpt-oss-20b, gpt-oss:20b, openai/gpt-oss-20b"}])},
         "/v1/router/explain": {"post": explain},
         "/v1/router/status": {"get": _operation(
             "routerStatus", "Backends, breakers, queues and the state store",

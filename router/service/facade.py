@@ -32,6 +32,8 @@ from router.route_meta import RouteMeta
 from router.runtime import Runtime
 from router.service.admission import Admission, Prepared
 from router.service.client import ClientContext, Completed, render_reason
+from router.service.model_names import client_model_names
+from router.service.model_names import resolve as resolve_model_name
 from router.service.recorder import Recorder, error_outcome
 from router.service.status import StatusView
 from router.service.streams import OpenedStream, StreamRegistry
@@ -155,6 +157,16 @@ class RouterService:
         policy = self.policy
         served = {m for cfg in policy.backends.values() for m in cfg.models}
         return [m for m in policy.models if m in served]
+
+    def model_names(self) -> dict[str, str]:
+        """Every name a client may send for a served model -> that model (`model_names.py`)."""
+        runtime = self.runtime
+        return client_model_names(runtime.policy, runtime.aliases, self.served_models())
+
+    def find_model(self, name: str) -> str | None:
+        """The served logical model `name` resolves to, as chat resolves it; None if none."""
+        logical = resolve_model_name(self.runtime.aliases, name)
+        return logical if logical in self.served_models() else None
 
     # -- requests --------------------------------------------------------------------------
 
