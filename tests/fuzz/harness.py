@@ -38,6 +38,7 @@ TRACE_RE = re.compile(rb"Traceback \(most recent call last\)|File \"[^\"]+\.py\"
                       rb"\b(?:RecursionError|KeyError|TypeError|AttributeError|ValueError)\b|"
                       rb"/site-packages/|router/[a-z_/]+\.py")
 ERROR_FIELDS = {"message", "type", "param", "code"}
+ANTHROPIC_ERROR_FIELDS = {"message", "type"}
 
 
 def examples(default: int) -> int:
@@ -143,7 +144,11 @@ def response_problems(status: int, headers: Mapping[str, str], body: bytes) -> l
     except orjson.JSONDecodeError:
         return [*problems, "error body is not JSON"]
     err = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(err, dict) or set(err) != ERROR_FIELDS:
+    if isinstance(data, dict) and data.get("type") == "error" and isinstance(err, dict):
+        fields = ANTHROPIC_ERROR_FIELDS  # the Anthropic Messages surface's error shape
+    else:
+        fields = ERROR_FIELDS
+    if not isinstance(err, dict) or set(err) != fields:
         problems.append(f"error body is not {{'error': {sorted(ERROR_FIELDS)}}}")
     elif not isinstance(err["message"], str) or not isinstance(err["type"], str):
         problems.append("error message/type are not strings")
