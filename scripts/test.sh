@@ -31,6 +31,25 @@ if ! redis_up; then
   redis_up || echo "warning: no Redis at 127.0.0.1:6379; the Redis tests will fail" >&2
 fi
 
+# The Node client tests (tests/node: the ollama npm package, the AI SDK's Ollama provider) at the
+# versions in tests/node/package-lock.json. `npm ci` runs only when the lock changed since the
+# last install (a stamp in node_modules); node 20+ is expected, Debian's is the fallback.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq nodejs npm) >/dev/null 2>&1 || true
+  fi
+fi
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  lock_sum=$(sha256sum tests/node/package-lock.json | cut -d' ' -f1)
+  stamp=tests/node/node_modules/.hybrid-router-lock.sha256
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
+    npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+    echo "$lock_sum" > "$stamp"
+  fi
+else
+  echo "warning: no node/npm; the Node client tests will skip (and fail under CI=true)" >&2
+fi
+
 # Static checks first: lint, types, and the layer contract (pyproject.toml [tool.importlinter]).
 .venv/bin/ruff check router router_simulators router_demo tests benchmarks
 .venv/bin/mypy
