@@ -52,6 +52,7 @@ class RequestFacts:
     key_name: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     key_max_queue_wait_s: float | None = None
+    num_ctx: int | None = None  # the context window the client asks a local Ollama for
 
 
 @dataclass(slots=True)
@@ -142,14 +143,20 @@ class _LocalFit:
 
 
 def _local_fit(
-    policy: Policy, cap: LocalCapacity, view: BackendView, model: str, model_id: str, needed: int
+    policy: Policy, cap: LocalCapacity, view: BackendView, model: str, model_id: str, needed: int,
+    num_ctx: int | None = None,
 ) -> _LocalFit:
+    """A requested `num_ctx` is the local window (capped at the model's own); a model loaded
+    with another context length must be reloaded for it, so it counts as not resident."""
     spec = policy.models[model]
     probe = view.probe
     loaded = None
     if probe is not None:
         loaded = next((m for m in probe.loaded if m.model_id == model_id), None)
-    window = (loaded.context_length if loaded and loaded.context_length else None) or (
+    if num_ctx is not None and loaded is not None and loaded.context_length not in (
+            None, num_ctx):
+        loaded = None
+    window = num_ctx or (loaded.context_length if loaded and loaded.context_length else None) or (
         cap.configured_window or DEFAULT_LOCAL_CONTEXT
     )
     window = min(window, spec.context_length)
@@ -172,6 +179,10 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
     route = match_route(policy, facts)
     spec = policy.models[facts.model]
     needed = facts.prompt_tokens + (facts.max_tokens or spec.default_max_tokens)
+    # With a requested num_ctx and no max_tokens the answer may use the rest of that window
+    # (as Ollama does): only the prompt must fit in it.
+    local_needed = needed if facts.num_ctx is None or facts.max_tokens is not None else (
+        facts.prompt_tokens + 1)
     if route is None:
         return Plan("", facts.privacy, needed, [], [], error=NoLocalCapacity(
             f"no route in the policy matches model '{facts.model}'", code="no_route"))
@@ -209,7 +220,8 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
             continue
         cap = cfg.local_capacity()
         if cap is not None and not forwarded:
-            fit = _local_fit(policy, cap, view, facts.model, model_id, needed)
+            fit = _local_fit(policy, cap, view, facts.model, model_id, local_needed,
+                             facts.num_ctx)
             if fit.excluded:
                 excluded.append(Excluded(name, fit.reason or Reason(ReasonCode.EXCLUDED)))
                 continue

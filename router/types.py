@@ -9,6 +9,12 @@ only ever see well-formed requests: scalars are strictly typed (`"stream": "yes"
 `response_format` the dict of its validated model (unknown keys dropped), `stop` a list of
 strings and `Message.content` one string (text parts joined).
 
+Beyond Chat Completions, three Ollama options travel on the request: `top_k` (sampling),
+`num_ctx` (the context window the client asks for: a routing input, and what a local Ollama
+loads the model with) and `keep_alive` (how long a local Ollama keeps the model loaded: a
+duration string such as `"10m"`, or seconds; negative keeps it loaded). Only Ollama backends
+honour them; cloud backends ignore them.
+
 `ChatResult` and `StreamEvent` are what every backend returns; `api/openai_wire.py`
 turns them back into OpenAI JSON / SSE.  Reasoning travels as `reasoning` everywhere;
 `reasoning_content` is accepted from clients as an alias.
@@ -19,6 +25,7 @@ them (`api/error_responses.py`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -31,6 +38,8 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    StrictFloat,
+    StrictInt,
     StrictStr,
     Tag,
     ValidationInfo,
@@ -49,6 +58,7 @@ MAX_METADATA_KEYS = 16
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MAX = 2**31 - 1
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+KEEP_ALIVE = re.compile(r"-?\d+(\.\d+)?|(-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 
 _Strict = ConfigDict(extra="ignore")
 
@@ -261,6 +271,17 @@ class ChatRequest(BaseModel):
         default=None, max_length=MAX_METADATA_KEYS)
     user: StrictStr | None = None
     n: int | None = Field(default=None, ge=1, le=1, strict=True)
+    # Ollama options (honoured by Ollama backends only; see the module docstring).
+    top_k: int | None = Field(default=None, ge=0, le=INT32_MAX, strict=True)
+    num_ctx: int | None = Field(default=None, ge=1, le=INT32_MAX, strict=True)
+    keep_alive: StrictStr | StrictInt | StrictFloat | None = Field(default=None)
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive_bounded(cls, v: str | int | float | None) -> str | int | float | None:
+        if isinstance(v, str) and (len(v) > 32 or not KEEP_ALIVE.fullmatch(v)):
+            raise ValueError("must be a duration such as '5m', '1h30m' or '-1', or seconds")
+        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -2,8 +2,9 @@
 
 Requests carry `model`, `messages` (assistant reasoning as `thinking`, tool-call arguments as
 JSON objects, tool results with `tool_name` and `tool_call_id`), `tools`, `think` (gpt-oss
-effort), `options` (temperature, top_p, seed, stop, num_predict, num_ctx), `format` and
-`keep_alive`. Typed request fields go through `base.plain` first, so the builder only meets
+effort), `options` (temperature, top_p, top_k, seed, stop, num_predict, num_ctx), `format` and
+`keep_alive`. A request's own `num_ctx` and `keep_alive` (from Ollama-native clients) win over
+the backend config's. Typed request fields go through `base.plain` first, so the builder only meets
 JSON values; the backend runs it through `base.build_request` (`OllamaBackend.prepare`).
 """
 
@@ -83,6 +84,13 @@ def tool_calls(raw: Any) -> list[ToolCall]:
     return calls
 
 
+def _options(req: ChatRequest, config: OllamaConfig) -> dict[str, Any]:
+    values = {"temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
+              "seed": req.seed, "stop": plain(req.stop) if req.stop else None,
+              "num_predict": req.max_tokens, "num_ctx": req.num_ctx or config.num_ctx or None}
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def build_payload(call: BackendCall, config: OllamaConfig, stream: bool) -> bytes:
     """The `/api/chat` body for one attempt."""
     req: ChatRequest = call.request
@@ -92,19 +100,7 @@ def build_payload(call: BackendCall, config: OllamaConfig, stream: bool) -> byte
         body["tools"] = plain(req.tools)
     if req.reasoning_effort:
         body["think"] = req.reasoning_effort
-    opts: dict[str, Any] = {}
-    if req.temperature is not None:
-        opts["temperature"] = req.temperature
-    if req.top_p is not None:
-        opts["top_p"] = req.top_p
-    if req.seed is not None:
-        opts["seed"] = req.seed
-    if req.stop:
-        opts["stop"] = plain(req.stop)
-    if req.max_tokens is not None:
-        opts["num_predict"] = req.max_tokens
-    if config.num_ctx:
-        opts["num_ctx"] = config.num_ctx
+    opts = _options(req, config)
     if opts:
         body["options"] = opts
     rf = plain(req.response_format)
@@ -115,6 +111,7 @@ def build_payload(call: BackendCall, config: OllamaConfig, stream: bool) -> byte
             spec = rf.get("json_schema")
             schema = spec.get("schema") if isinstance(spec, dict) else None
             body["format"] = schema if isinstance(schema, dict) else "json"
-    if config.keep_alive is not None:
-        body["keep_alive"] = config.keep_alive
+    keep_alive = req.keep_alive if req.keep_alive is not None else config.keep_alive
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
     return orjson.dumps(body)

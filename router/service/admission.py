@@ -74,6 +74,7 @@ class Admission:
             key_default=key.default_privacy if key else None,
             alias_private=alias_private,
             config=runtime.policy.privacy,
+            forced_private=client.private_sources,
         )
         facts = RequestFacts(
             model=logical,
@@ -83,6 +84,7 @@ class Admission:
             key_name=key.name if key else None,
             headers=client.headers,
             key_max_queue_wait_s=key.max_queue_wait_s if key else None,
+            num_ctx=request.num_ctx,
         )
         now = self.clock()
         ctx = RequestContext(
