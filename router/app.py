@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from router.api import anthropic_routes, ollama_routes, responses_routes
+from router.api import anthropic_routes, ollama_routes, responses_routes, ui_routes
 from router.api.access import Access
 from router.api.error_responses import error_response
 from router.api.guards import BodyTimeout, HostGuard, allowed_host_set, cors_middleware
@@ -101,6 +101,7 @@ def create_app(
         *responses_routes.routes(service, settings, access),
         *ollama_routes.routes(service, settings, access),
         *anthropic_routes.routes(service, settings, access),
+        *ui_routes.routes(service, access),  # the live dashboard: /ui, /ui/events
     ]
     middleware = [
         Middleware(HostGuard, allowed=allowed_host_set(settings.allowed_hosts, settings.host)),

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from router import tracing
 from router.backends.base import Backend, BackendCall
 from router.backends.ollama_cloud import is_cloud_tag
 from router.context import AttemptRecord, AttemptStatus, RequestContext
@@ -181,10 +182,15 @@ class Executor:
             ctx.attempts.append(record)
             lease: Lease | None = None
             try:
-                if cand.local:
-                    lease = await self._admit(ctx, cand)
-                    ctx.admitted_at = self.clock()
-                result = await self._with_retries(ctx, cand, attempt, record)
+                with tracing.attempt(backend=cand.backend, model_id=cand.model_id,
+                                     backend_type=self.policy.backends[cand.backend].type,
+                                     logical_model=ctx.facts.model, local=cand.local,
+                                     number=len(ctx.attempts),
+                                     failover_from=errors[-1].backend if errors else None):
+                    if cand.local:
+                        lease = await self._admit(ctx, cand)
+                        ctx.admitted_at = self.clock()
+                    result = await self._with_retries(ctx, cand, attempt, record)
             except BackendError as exc:
                 await self._release(lease)
                 record.outcome = exc.code or AttemptStatus.ERROR
@@ -224,6 +230,7 @@ class Executor:
     ) -> T:
         def on_retry(exc: BackendError, delay: float) -> None:
             record.retries += 1
+            tracing.event("retry", {"error.type": exc.code or "error", "delay_s": delay})
             if self.hooks.on_retry:
                 self.hooks.on_retry(cand.backend, exc)
 

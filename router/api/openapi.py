@@ -188,10 +188,37 @@ def _paths() -> dict[str, Any]:
             "metrics", "Prometheus metrics",
             {"description": "Prometheus text exposition.",
              "content": {"text/plain": {"schema": {"type": "string"}}}}, ops)},
+        **_ui_paths(ops),
         "/admin/reload": {"post": _operation(
             "adminReload", "Reload the policy file",
             {"description": "Reloaded.", "content": _json_content("ReloadResult")},
             (400, 401, 403), security=[{"bearer": []}, {"apiKey": []}])},
+    }
+
+
+def _ui_paths(ops: tuple[int, ...]) -> dict[str, Any]:
+    """The live dashboard (`api/ui_routes.py`): the page, its two assets and its feed."""
+    text = {"schema": {"type": "string"}}
+    return {
+        "/ui": {"get": _operation(
+            "dashboard", "The live dashboard page (no data in it; it reads /ui/events)",
+            {"description": "HTML.", "content": {"text/html": text}}, ops, security=[{}])},
+        "/ui/static/{name}": {"get": _operation(
+            "dashboardAsset", "The dashboard's script and style sheet",
+            {"description": "The asset.",
+             "content": {"text/javascript": text, "text/css": text}}, (*ops, 404),
+            security=[{}], parameters=[{"name": "name", "in": "path", "required": True,
+                                        "schema": {"type": "string",
+                                                   "enum": ["app.js", "app.css"]}}])},
+        "/ui/events": {"get": _operation(
+            "dashboardEvents", "The dashboard's live data: server-sent events, one a second "
+            "(figures, states and reasons; never prompt or answer text). Streams only with "
+            "`Accept: text/event-stream`; otherwise one event.",
+            {"description": "`data:` lines, each one JSON dashboard view.",
+             "content": {"text/event-stream": {"schema": _SSE_EVENT}}}, (400, *ops),
+            parameters=[{"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                         "description": "end the feed after this many events"}])},
     }
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from router import tracing
 from router.audit import AuditLog
 from router.auth import KeyRing, digest_matches, presented_key
 from router.backends.pool import BlockingPool
@@ -32,6 +33,7 @@ from router.route_meta import RouteMeta
 from router.runtime import Runtime
 from router.service.admission import Admission, Prepared
 from router.service.client import ClientContext, Completed, render_reason
+from router.service.dashboard import Dashboard
 from router.service.model_names import client_model_names
 from router.service.model_names import resolve as resolve_model_name
 from router.service.recorder import Recorder, error_outcome
@@ -61,7 +63,9 @@ class RouterService:
         self.metrics = metrics or Metrics()
         self.audit = audit or AuditLog(None)
         self.clock = clock
-        self.recorder = Recorder(self.metrics, self.audit, store, clock)
+        self.dashboard = Dashboard(lambda: self.runtime.policy, store, clock)
+        self.recorder = Recorder(self.metrics, self.audit, store, clock, self.dashboard)
+        tracing.setup_from_env()
         self.hooks = self.recorder.hooks
         self._factory = runtime_factory or (
             lambda p: Runtime(p, store, clock=clock, hooks=self.hooks, pool=pool))
@@ -92,6 +96,7 @@ class RouterService:
     def begin_drain(self, grace_s: float) -> None:
         """SIGTERM: streams still open near the end of the grace end with an in-band error."""
         self.streams.begin_drain(grace_s)
+        self.dashboard.closing = True
 
     async def reload(self, policy: Policy) -> None:
         new = self._factory(policy)
@@ -175,7 +180,8 @@ class RouterService:
         runtime, ctx = prep.runtime, prep.ctx
         runtime.enter()
         try:
-            result = await runtime.executor.chat(ctx, prep.plan)
+            with tracing.activate(ctx.request_id):
+                result = await runtime.executor.chat(ctx, prep.plan)
         except RouterError as exc:
             raise await self._failed(prep, exc, stream=False) from None
         finally:
@@ -190,7 +196,8 @@ class RouterService:
         runtime, ctx = prep.runtime, prep.ctx
         runtime.enter()
         try:
-            session = await runtime.executor.open_stream(ctx, prep.plan)
+            with tracing.activate(ctx.request_id):
+                session = await runtime.executor.open_stream(ctx, prep.plan)
         except RouterError as exc:
             runtime.leave()
             raise await self._failed(prep, exc, stream=True) from None
@@ -213,12 +220,19 @@ class RouterService:
         self.recorder.rejected(outcome)
 
     async def _plan(self, request: ChatRequest, client: ClientContext) -> Prepared:
+        tracing.start_request(client.request_id, client.headers, client.dialect)
         try:
             prep = await self.admission.prepare(self.runtime, request, client)
         except RouterError as exc:
             exc.meta = RouteMeta(client.request_id)
             self.recorder.rejected(error_outcome(exc))
+            tracing.end_request(client.request_id, outcome=error_outcome(exc),
+                                status=exc.status)
             raise
+        except BaseException:
+            tracing.end_request(client.request_id, outcome="cancelled", status=499)
+            raise
+        self.dashboard.note_dialect(client.request_id, client.dialect)
         err = prep.plan.error
         if err is not None:
             err.meta = self._meta(prep)
@@ -248,6 +262,11 @@ class RouterService:
 
     async def status_view(self) -> dict[str, Any]:
         return await self.view.status()
+
+    async def dashboard_view(self) -> dict[str, Any]:
+        """What the live page and `hybrid-router top` show (`dashboard.py`): the status view
+        joined with the recent decisions and series. Figures and reasons only, no text."""
+        return await self.dashboard.view(await self.view.status())
 
     async def render_metrics(self) -> tuple[bytes, str]:
         return await self.view.render_metrics()

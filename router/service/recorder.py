@@ -1,4 +1,5 @@
-"""Finishing a request: metrics, one audit record (no prompt text), cloud spend.
+"""Finishing a request: metrics, one audit record (no prompt text), cloud spend, and the
+live page's decision ring and the request's trace span (`dashboard.py`, `router/tracing.py`).
 
 Also the executor's metric hooks (retries, failovers, stream errors) and the reload counts.
 Recording never raises into a response.
@@ -10,12 +11,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from router import tracing
 from router.audit import AttemptOutcome, AuditLog, AuditRecord, BackendReason
 from router.errors import RouterError
 from router.executor import Hooks
 from router.metrics import Metrics
 from router.service.admission import Prepared
 from router.service.client import reason_label, render_reason
+from router.service.dashboard import Dashboard
 from router.state.base import StateStore
 from router.types import Usage
 
@@ -29,8 +32,9 @@ def error_outcome(exc: RouterError) -> str:
 
 class Recorder:
     def __init__(self, metrics: Metrics, audit: AuditLog, store: StateStore,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], dashboard: Dashboard | None = None) -> None:
         self.metrics = metrics
+        self.dashboard = dashboard
         self.audit = audit
         self.store = store
         self.clock = clock
@@ -74,6 +78,10 @@ class Recorder:
                 await self._account_spend(prep, backend, local, usage)
         elif ctx.facts.privacy == "private" and status == 503:
             m.count_private_refused("no_local_capacity")
+        try:
+            self._observe(prep, status, outcome, usage, stream, label)
+        except Exception:  # noqa: BLE001 - the page must never cost an audit record
+            log.exception("feeding the dashboard or the trace failed")
         if not self.audit.enabled:
             return
         self.audit.write(AuditRecord(
@@ -98,6 +106,35 @@ class Recorder:
             completion_tokens=usage.completion_tokens if usage else None,
             latency_ms=round(latency * 1000, 1),
         ))
+
+    def _observe(self, prep: Prepared, status: int, outcome: str, usage: Usage | None,
+                 stream: bool, label: str) -> None:
+        """The live page's ring and series, and the request's trace span (figures and reasons
+        only, never text)."""
+        ctx, p, policy = prep.ctx, prep.plan, prep.runtime.policy
+        backend = ctx.served_by
+        local = prep.runtime.local.get(backend, False) if backend else None
+        reason = render_reason(ctx.reason or p.reason)
+        served = next((c for c in p.candidates if c.backend == backend), None)
+        cfg = policy.backends.get(backend) if backend else None
+        tracing.end_request(
+            ctx.request_id, model=ctx.facts.model, privacy=ctx.facts.privacy, backend=backend,
+            provider=None if cfg is None else tracing.PROVIDERS.get(cfg.type, cfg.type),
+            response_model=served.model_id if served else None, route=p.route, reason=reason,
+            outcome=outcome, status=status,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None)
+        if self.dashboard is None:
+            return
+        price = next((c.price for n, c in policy.backends.items()
+                      if c.price is not None and (n == backend or local)), None)
+        self.dashboard.record(
+            request_id=ctx.request_id, model=ctx.facts.model, privacy=ctx.facts.privacy,
+            route=p.route, backend=backend, local=local, reason=reason, reason_code=label,
+            outcome=outcome, status=status, started=ctx.started,
+            first_token_at=ctx.first_token_at, admitted_at=ctx.admitted_at, usage=usage,
+            stream=stream, price_per_mtok=None if price is None else (
+                price.input_per_mtok, price.output_per_mtok))
 
     async def _account_spend(self, prep: Prepared, backend: str, local: bool,
                              usage: Usage) -> None:
