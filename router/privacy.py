@@ -389,12 +389,15 @@ def classify(
     key_default: str | None,
     alias_private: bool,
     config: PrivacyConfig,
+    forced_private: Iterable[str] = (),
 ) -> PrivacyDecision:
     """Merge every privacy source: the most private class any of them says wins.
 
     `header` is the raw `X-Privacy` value, repeated headers joined with ", " (None when
     absent); `key_default` the API key's `default_privacy` (None in open mode);
-    `alias_private` whether the model alias the client used is a private alias. Raises
+    `alias_private` whether the model alias the client used is a private alias;
+    `forced_private` sources the surface knows to be private (e.g. `previous_response`: the
+    conversation a Responses API request continues was private). Raises
     InvalidRequest for a bad `X-Privacy` token or `metadata.privacy` value.
     """
     votes: list[tuple[str, str]] = []
@@ -411,6 +414,7 @@ def classify(
         votes.append(("api_key", key_default))
     if alias_private:
         votes.append(("model_alias", PRIVATE))
+    votes.extend((source, PRIVATE) for source in forced_private)
     detector = config.detector
     if detector.enabled and detector.kinds:
         # \x00 never belongs to any pattern, so texts cannot combine into a false match.

@@ -60,6 +60,12 @@ class RouterSettings(BaseSettings):
     max_tools: int = Field(
         default=512, ge=1, description="tools per request (and tool calls per message)")
     max_stop: int = Field(default=4, ge=1, description="stop sequences per request")
+    # Stored Responses API conversations (`store: true`, `previous_response_id`).
+    responses_ttl_s: float = Field(
+        default=3600.0, gt=0, description="how long a stored response can be continued or read")
+    responses_max_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0,
+        description="largest stored response (its whole conversation); larger ones are not kept")
     # Inherited from Ollama's and AWS's own conventions for the built-in default policy.
     ollama_host: str | None = Field(default=None, validation_alias="OLLAMA_HOST")
     aws_region: str | None = Field(default=None, validation_alias="AWS_REGION")

@@ -13,8 +13,9 @@ from router.service.client import (
 )
 from router.service.facade import RouterService, plan_view
 from router.service.recorder import error_outcome
+from router.service.responses import ResponseStore, StoredResponse
 from router.service.streams import OpenedStream
 
 __all__ = ["CLIENT_CLOSED_STATUS", "ClientContext", "Completed", "OpenedStream", "Prepared",
-           "RouteMeta", "RouterService", "StreamOutcome", "error_outcome", "plan_view",
-           "reason_label", "render_reason"]
+           "ResponseStore", "RouteMeta", "RouterService", "StoredResponse", "StreamOutcome",
+           "error_outcome", "plan_view", "reason_label", "render_reason"]

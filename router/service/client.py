@@ -41,6 +41,9 @@ class ClientContext:
     address: str = ""  # the client's host address
     dialect: str = "openai"  # the surface's name, for logs and later metrics
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case, for route `match`
+    # Private votes the surface adds (e.g. "previous_response": a continued private
+    # conversation); classification makes the request private and names each source.
+    private_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class Completed:
     result: ChatResult
     meta: RouteMeta
     model: str  # the logical model that served it (aliases resolved)
+    privacy: str = "private"  # the request's privacy class (the facade always sets it)
 
 
 def render_reason(reason: Reason | None) -> str | None:

@@ -37,6 +37,7 @@ from router.service.dashboard import Dashboard
 from router.service.model_names import client_model_names
 from router.service.model_names import resolve as resolve_model_name
 from router.service.recorder import Recorder, error_outcome
+from router.service.responses import ResponseStore
 from router.service.status import StatusView
 from router.service.streams import OpenedStream, StreamRegistry
 from router.state.base import StateStore
@@ -157,6 +158,11 @@ class RouterService:
         if not digest_matches(presented, candidates):
             raise Unauthorized("Invalid admin key.")
 
+    def response_store(self, *, ttl_s: float, max_bytes: int) -> ResponseStore:
+        """Stored Responses API conversations, in this service's state store."""
+        return ResponseStore(self.store, ttl_s=ttl_s, max_bytes=max_bytes,
+                             keys_open=lambda: self.runtime.keys.is_open)
+
     def served_models(self) -> list[str]:
         """Logical models some backend serves, in policy order."""
         policy = self.policy
@@ -188,7 +194,7 @@ class RouterService:
             runtime.leave()
         meta = self._meta(prep)
         await self.recorder.finish(prep, status=200, outcome="ok", usage=result.usage)
-        return Completed(result, meta, ctx.facts.model)
+        return Completed(result, meta, ctx.facts.model, ctx.facts.privacy)
 
     async def stream(self, request: ChatRequest, client: ClientContext) -> OpenedStream:
         """A stream whose first event has arrived; the caller must `aclose()` it."""

@@ -53,6 +53,7 @@ class OpenedStream:
                  recorder: Recorder, registry: StreamRegistry) -> None:
         self.meta = meta
         self.model = prep.ctx.facts.model  # the logical model, for the surface's chunks
+        self.privacy = prep.ctx.facts.privacy  # the request's privacy class
         self.include_usage = prep.ctx.request.include_usage
         self.usage: Usage | None = None
         self.outcome: str = StreamOutcome.CLIENT_DISCONNECTED

@@ -4,6 +4,10 @@ Everything the router must agree on across replicas goes through a `StateStore`.
 store (`memory.py`) serves one process; the Redis store (`redis_store.py`) serves several.
 Keys are plain strings built by `slot_key()`; values are small dataclasses.
 
+Blobs (`put_blob` / `get_blob` / `delete_blob`) are small JSON texts kept for a TTL (stored
+Responses API conversations): a blob past its TTL is gone, and the memory store also bounds
+the total size it keeps (oldest first out).
+
 Contract of the capacity ledger (docs/design.md, Routing signals):
 - `acquire_slot(key, slots, timeout_s)` takes a slot at once when fewer than `slots` are in
   flight and nobody queued earlier is waiting; otherwise it waits in FIFO order up to
@@ -76,6 +80,18 @@ class StateStore(Protocol):
     async def add_spend(self, spend_key: str, usd: float) -> float:
         """Add to today's spend for `spend_key` (e.g. `backend:bedrock`, `key:team-a`) and
         return the new total."""
+        ...
+
+    async def put_blob(self, key: str, data: str, ttl_s: float) -> None:
+        """Keep `data` under `key` for `ttl_s` seconds (replacing any earlier value)."""
+        ...
+
+    async def get_blob(self, key: str) -> str | None:
+        """The value under `key`, or None when absent or expired."""
+        ...
+
+    async def delete_blob(self, key: str) -> bool:
+        """Remove `key`; True when it was there."""
         ...
 
     async def snapshot(

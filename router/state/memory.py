@@ -2,6 +2,9 @@
 
 Slots are counted per key with a FIFO of waiting futures; a released slot is handed straight
 to the oldest waiter, so order is fair and the count never exceeds `slots`.
+
+Blobs live in an insertion-ordered dict with their expiry; expired ones are dropped as they
+are met, and past `blob_capacity_bytes` in total the oldest go first.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from router.state.base import BreakerState, Lease, SlotLoad, StoreSnapshot
 
 EWMA_ALPHA = 0.2
+BLOB_CAPACITY_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -33,7 +38,13 @@ def _today() -> str:
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self, day: Callable[[], str] = _today) -> None:
+    def __init__(self, day: Callable[[], str] = _today, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 blob_capacity_bytes: int = BLOB_CAPACITY_BYTES) -> None:
+        self._blobs: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> expiry, data
+        self._blob_bytes = 0
+        self._blob_capacity = blob_capacity_bytes
+        self._clock = clock
         self._slots: dict[str, _Slots] = {}
         self._breakers: dict[str, BreakerState] = {}
         self._spend: dict[tuple[str, str], float] = {}
@@ -116,6 +127,42 @@ class MemoryStore:
         k = (self._day(), spend_key)
         self._spend[k] = self._spend.get(k, 0.0) + usd
         return self._spend[k]
+
+    async def put_blob(self, key: str, data: str, ttl_s: float) -> None:
+        self._drop_blob(key)
+        size = len(data)
+        if size > self._blob_capacity:
+            return
+        now = self._clock()
+        while self._blobs and self._blob_bytes + size > self._blob_capacity:
+            self._drop_blob(next(iter(self._blobs)))
+        self._blobs[key] = (now + ttl_s, data)
+        self._blob_bytes += size
+        # Expired blobs at the old end go now, so the dict does not grow with dead entries.
+        while self._blobs:
+            oldest = next(iter(self._blobs))
+            if self._blobs[oldest][0] > now:
+                break
+            self._drop_blob(oldest)
+
+    async def get_blob(self, key: str) -> str | None:
+        hit = self._blobs.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= self._clock():
+            self._drop_blob(key)
+            return None
+        return hit[1]
+
+    async def delete_blob(self, key: str) -> bool:
+        live = await self.get_blob(key) is not None
+        self._drop_blob(key)
+        return live
+
+    def _drop_blob(self, key: str) -> None:
+        hit = self._blobs.pop(key, None)
+        if hit is not None:
+            self._blob_bytes -= len(hit[1])
 
     async def snapshot(
         self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()

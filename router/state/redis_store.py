@@ -8,6 +8,7 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   P{K}:qexp    zset token -> waiter expiry: a dead waiter leaves the queue within `lease_s`
   P{K}:ticket  ticket counter;  P{K}:svc  service-time EWMA (seconds)
   Pbreaker:B   hash (state, failures, opened_at, open_for_s);  Pspend:DAY:S  float, TTL 2 days
+  Pblob:N      string with a TTL (PX): a stored Responses API conversation
   Pwake        pub/sub channel: "K\\n<token>" names the queue head when a slot may be free
 
 Slot changes run as Lua scripts (EVALSHA, `redis_scripts.py`), so counts never go below zero or
@@ -327,6 +328,17 @@ class RedisStore:
         pipe.expire(k, SPEND_TTL_S)
         total, _ = await self._rt(pipe.execute())
         return float(total)
+
+    async def put_blob(self, key: str, data: str, ttl_s: float) -> None:
+        await self._rt(self._redis.set(f"{self.prefix}blob:{key}", data,
+                                       px=max(1, int(ttl_s * 1000))))
+
+    async def get_blob(self, key: str) -> str | None:
+        value = await self._rt(self._redis.get(f"{self.prefix}blob:{key}"))
+        return None if value is None else str(value)
+
+    async def delete_blob(self, key: str) -> bool:
+        return bool(await self._rt(self._redis.delete(f"{self.prefix}blob:{key}")))
 
     async def snapshot(
         self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()

@@ -7,7 +7,8 @@ task PINGs Redis every `recheck_s` and switches back when it answers. The switch
 per outage on the `router.state` logger and counted in `fallbacks_total`. A lease is released in
 the store that granted it. Breakers, service times and spend are also mirrored into memory, so
 an outage starts from this replica's last view rather than from nothing; spend added during an
-outage is added to Redis when it comes back.
+outage is added to Redis when it comes back. Blobs go to Redis; one written during an outage
+goes to memory, and a read finds it in either (a blob Redis lost to an outage is simply gone).
 """
 
 from __future__ import annotations
@@ -193,6 +194,26 @@ class FallbackStore:
             "add_spend", lambda: self.primary.add_spend(spend_key, usd), on_memory
         )
 
+    async def put_blob(self, key: str, data: str, ttl_s: float) -> None:
+        async def on_memory() -> None:
+            await self.fallback.put_blob(key, data, ttl_s)
+
+        await self._run("put_blob", lambda: self.primary.put_blob(key, data, ttl_s), on_memory)
+
+    async def get_blob(self, key: str) -> str | None:
+        value = await self._run("get_blob", lambda: self.primary.get_blob(key), _none)
+        return value if value is not None else await self.fallback.get_blob(key)
+
+    async def delete_blob(self, key: str) -> bool:
+        in_memory = await self.fallback.delete_blob(key)
+
+        async def on_memory() -> bool:
+            return False
+
+        in_redis = await self._run("delete_blob", lambda: self.primary.delete_blob(key),
+                                   on_memory)
+        return in_redis or in_memory
+
     async def snapshot(
         self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
     ) -> StoreSnapshot:
@@ -266,6 +287,10 @@ class FallbackStore:
 
 
 async def _noop() -> None:
+    return None
+
+
+async def _none() -> str | None:
     return None
 
 
