@@ -50,6 +50,13 @@ else
   echo "warning: no node/npm; the Node client tests will skip (and fail under CI=true)" >&2
 fi
 
+# The dashboard's browser test drives Debian's Chromium through Playwright (never
+# `playwright install`: it downloads a browser). Install the package when it is missing.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || true
+fi
+command -v chromium >/dev/null 2>&1 || echo "warning: no chromium; the browser test skips (fails under CI=true)" >&2
+
 # Static checks first: lint, types, and the layer contract (pyproject.toml [tool.importlinter]).
 .venv/bin/ruff check router router_simulators router_demo tests benchmarks
 .venv/bin/mypy

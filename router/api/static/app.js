@@ -101,7 +101,7 @@ function renderBackends(view) {
   for (const [name, b] of Object.entries(view.backends)) {
     const tr = el("tr");
     tr.dataset.backend = name;
-    cell(tr, stack(el("b", name), el("span", `${b.type} · ${b.local ? "local" : "cloud"}`, "muted")));
+    cell(tr, stack(el("b", name), el("div", `${b.type} · ${b.local ? "local" : "cloud"}`, "muted")));
     const probe = b.probe || {};
     cell(tr, b.healthy ? "healthy" : (probe.detail || "unhealthy"), b.healthy ? "ok" : "bad");
     cell(tr, b.breaker, b.breaker === "closed" ? "ok" : b.breaker === "open" ? "bad" : "warn");
@@ -112,11 +112,11 @@ function renderBackends(view) {
     cell(tr, stack(`${fmt(b.tokens_per_s.p50, 1)} / ${fmt(b.tokens_per_s.p95, 1)}`,
       spark(b.tps_series)), "num");
     const queues = Object.entries(b.queues || {});
-    cell(tr, queues.length ? stack(...queues.map(([model, q]) => {
-      const bound = view.wait_bounds && Math.max(...Object.values(view.wait_bounds));
-      return `${model}: ${q.in_flight}/${q.slots} busy, ${q.queued} queued, wait ` +
-        `${fmt(q.estimated_wait_s, 2, " s")}` + (bound ? ` (bound ≤ ${fmt(bound, 1, " s")})` : "");
-    })) : "–");
+    const bounds = Object.entries(view.wait_bounds || {})
+      .map(([route, s]) => `${route} ≤ ${fmt(s, 1, " s")}`).join(", ");
+    cell(tr, queues.length ? stack(...queues.map(([model, q]) =>
+      `${model}: ${q.in_flight}/${q.slots} busy, ${q.queued} queued, est. wait ` +
+      `${fmt(q.estimated_wait_s, 2, " s")}`), el("span", "bounds: " + bounds, "muted")) : "–");
     if (probe.gpu_total_bytes || probe.gpu_free_bytes) {
       const used = (probe.gpu_total_bytes || 0) - (probe.gpu_free_bytes || 0);
       cell(tr, stack(`${bytes(used)} used, ${bytes(probe.gpu_free_bytes)} free`,
