@@ -101,11 +101,15 @@ def test_the_dashboard_shows_live_figures_and_decisions(
             assert ttft.endswith("s") and not ttft.startswith("–"), ttft  # the stream's TTFT
             assert page.locator("#by-backend div[data-name='bedrock']").count() == 1
 
-            row = page.locator(f"#decisions tr[data-request-id='{private.headers['x-request-id']}']")
+            def decision(r: httpx.Response) -> Any:
+                return page.locator(
+                    f"#decisions tr[data-request-id='{r.headers['x-request-id']}']")
+
+            row = decision(private)
             assert row.get_attribute("data-privacy") == "private"
             assert row.get_attribute("data-backend") == "local"
             assert row.locator("td").nth(6).text_content() == private.headers["x-router-reason"]
-            row = page.locator(f"#decisions tr[data-request-id='{spill.headers['x-request-id']}']")
+            row = decision(spill)
             assert "spill" in (row.get_attribute("class") or "")
             assert row.locator("td").nth(5).text_content() == "bedrock"
             assert row.locator("td").nth(6).text_content() == spill.headers["x-router-reason"]
