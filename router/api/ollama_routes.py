@@ -7,9 +7,10 @@ answer or the NDJSON stream (`api/ollama_encode.py`) or the error, always as Oll
 keys, 404 unknown model, 429/503 with Retry-After). Any backend may serve the request; the
 client gets Ollama's format back. `stream` defaults to true, as in Ollama.
 
-Bodies: `application/json`; like Ollama, a missing Content-Type or curl's
-`application/x-www-form-urlencoded` is read as JSON too, unless the request carries an `Origin`
-(a browser form cannot post chats to a local router). `GET /`, `HEAD /` and `/api/version`
+Bodies are read as JSON whatever the Content-Type, as Ollama reads them (curl's `-d` sends
+a form type, some clients none), except for requests with an `Origin` header: a browser must
+send `application/json`, which needs a CORS preflight, so a web page's form cannot post chats
+to a local router. `GET /`, `HEAD /` and `/api/version`
 answer anyone (clients probe them); the model endpoints need what chat needs (a key, or open
 loopback access).
 
@@ -69,7 +70,6 @@ from router.types import ChatRequest
 log = logging.getLogger("router.api")
 
 OLLAMA_API_VERSION = "0.14.0"  # the Ollama API level this surface speaks
-_FORM = "application/x-www-form-urlencoded"
 _MANAGE = ("pull", "push", "create", "copy", "delete")
 
 
@@ -123,10 +123,8 @@ class OllamaRoutes:
         return ollama_error(exc, headers, model, names)
 
     async def _body(self, request: Request) -> bytes:
-        ctype = request.headers.get("content-type")
-        lenient = ctype is None or ctype.split(";")[0].strip().lower() == _FORM
-        if not (lenient and "origin" not in request.headers):
-            check_content_type(ctype)
+        if "origin" in request.headers:  # a browser: JSON only (needs a CORS preflight)
+            check_content_type(request.headers.get("content-type"))
         return await read_body(request, self.limit)
 
     async def chat(self, request: Request) -> Response:
