@@ -25,6 +25,7 @@ from typing import Any
 from router import tracing
 from router.audit import AuditLog
 from router.auth import KeyRing, digest_matches, presented_key
+from router.backends.base import LoadedModel
 from router.backends.pool import BlockingPool
 from router.errors import PermissionDenied, RouterError, Unauthorized
 from router.metrics import Metrics, SlowClient
@@ -178,6 +179,19 @@ class RouterService:
         """The served logical model `name` resolves to, as chat resolves it; None if none."""
         logical = resolve_model_name(self.runtime.aliases, name)
         return logical if logical in self.served_models() else None
+
+    def loaded_models(self) -> list[tuple[str, str, LoadedModel]]:
+        """What the local backends reported resident at their last probe (Ollama's `/api/ps`):
+        (backend, logical model, the loaded model), in policy order; read-only."""
+        runtime = self.runtime
+        out: list[tuple[str, str, LoadedModel]] = []
+        for name, cfg in runtime.policy.backends.items():
+            probe = runtime.prober.results.get(name)
+            if not cfg.local or probe is None or not probe.ok:
+                continue
+            by_id = {model_id: logical for logical, model_id in cfg.models.items()}
+            out.extend((name, by_id[m.model_id], m) for m in probe.loaded if m.model_id in by_id)
+        return out
 
     # -- requests --------------------------------------------------------------------------
 
