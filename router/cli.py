@@ -1,4 +1,4 @@
-"""The `hybrid-router` command: serve, check, explain, demo, audit, keygen.
+"""The `hybrid-router` command: serve, check, explain, demo, top, audit, keygen.
 
 Settings come from `ROUTER_*` environment variables (see settings.py); flags override them.
 """
@@ -6,13 +6,15 @@ Settings come from `ROUTER_*` environment variables (see settings.py); flags ove
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from router.policy.loader import PolicyError, default_policy, load_policy, policy_warnings
@@ -138,8 +140,12 @@ DEMO_EXTRA_MISSING = "the demo needs the 'demo' extra: pip install 'hybrid-route
 @app.command()
 def demo(
     fast: Annotated[bool, typer.Option(help="shorter delays")] = False,
+    hold: Annotated[bool, typer.Option(
+        "--hold", help="keep the router up after the scenes, to look at its dashboard")] = False,
+    hold_seconds: Annotated[float, typer.Option(help="how long --hold keeps it up")] = 30.0,
 ) -> None:
-    """Start the simulators and the router on free loopback ports and drive them."""
+    """Start the simulators and the router on free loopback ports and drive them; prints the
+    dashboard's URL."""
     try:
         from router_demo.run import run_demo  # the demo ships beside the router, not in it
     except ModuleNotFoundError as exc:
@@ -149,7 +155,111 @@ def demo(
         raise typer.Exit(2) from None
 
     out = console if console.is_terminal else Console(width=150)
-    raise typer.Exit(run_demo(out, fast=fast))
+    raise typer.Exit(run_demo(out, fast=fast, hold_s=hold_seconds if hold else 0.0))
+
+
+def _events(url: str, api_key: str | None, once: bool) -> Iterator[dict[str, Any]]:
+    """The dashboard feed (`/ui/events`) as dicts: one event with `once`, else live."""
+    import urllib.request
+
+    headers = {"Accept": "text/event-stream"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    feed = url.rstrip("/") + "/ui/events" + ("?limit=1" if once else "")
+    with urllib.request.urlopen(urllib.request.Request(feed, headers=headers),  # noqa: S310
+                                timeout=30) as resp:
+        data: list[str] = []
+        for raw in resp:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("data:"):
+                data.append(line[5:].lstrip())
+            elif not line and data:
+                yield json.loads("\n".join(data))
+                data = []
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f} ms"
+
+
+def render_top(view: dict[str, Any]) -> Group:
+    """The dashboard's figures as rich tables (what `top` prints)."""
+    r, money = view["routing"], view["money"]
+    refused = sum(r["private_refused"].values())
+    head = (f"[bold]{'ready' if view['ready'] else '[red]not ready[/]'}[/]  "
+            f"{sum(r['rps_series'][-10:]) / 10:.2f} req/s  spill {r['spill_rate']:.0%}  "
+            f"private kept local {r['private_local']}, refused {refused}  "
+            f"waited {r['waited']}  hedges {r['hedges']}  continuations {r['continuations']}  "
+            f"total {view['totals']['requests']}  store {view['store'].get('kind')}"
+            f"{' [red]DEGRADED[/]' if view['store'].get('degraded') else ''}")
+    backends = Table("backend", "health", "breaker", "req/s", "errors", "TTFT p50/p95",
+                     "tok/s p50/p95", "slots", "VRAM free", title="backends (last 60 s)")
+    for name, b in view["backends"].items():
+        queues = b.get("queues") or {}
+        slots = ", ".join(f"{m} {q['in_flight']}/{q['slots']} +{q['queued']} "
+                          f"~{q['estimated_wait_s']:.1f}s" for m, q in queues.items()) or "-"
+        free = (b.get("probe") or {}).get("gpu_free_bytes")
+        tps = b["tokens_per_s"]
+        backends.add_row(
+            f"{name} ({'local' if b['local'] else 'cloud'})",
+            "[green]healthy[/]" if b["healthy"] else "[red]unhealthy[/]", b["breaker"],
+            f"{b['rps']:.2f}", f"{b['error_rate']:.0%}",
+            f"{_ms(b['ttft_s']['p50'])} / {_ms(b['ttft_s']['p95'])}",
+            "-" if tps["p50"] is None else f"{tps['p50']:.0f} / {tps['p95']:.0f}", slots,
+            "-" if free is None else f"{free / 2**30:.1f} GiB")
+    spend = ", ".join(
+        f"{s['name']} ${s['spent_usd'] or 0:.4f}" + (f" of ${s['cap_usd']:.2f}"
+                                                    if s["cap_usd"] is not None else "")
+        for s in money["spend_today"]) or "-"
+    decisions = Table("time", "dialect", "model", "privacy", "backend", "reason", "outcome",
+                      "latency", "tokens", title="recent decisions")
+    import datetime
+
+    for d in view["decisions"][:15]:
+        decisions.add_row(
+            datetime.datetime.fromtimestamp(d["time"]).strftime("%H:%M:%S"), d["dialect"],
+            d["model"], d["privacy"], d["backend"] or "[red]refused[/]", d["reason"] or "-",
+            d["outcome"], f"{d['latency_ms']:.0f} ms",
+            "-" if d["prompt_tokens"] is None
+            else f"{d['prompt_tokens']}->{d['completion_tokens']}")
+    return Group(head, backends, f"cloud spend today: {spend}   local tokens "
+                 f"{money['local_tokens']} (worth ${money['local_value_usd']:.4f} on the cloud)",
+                 decisions)
+
+
+@app.command()
+def top(
+    url: Annotated[str, typer.Option(help="the router")] = "http://127.0.0.1:11435",
+    api_key: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        envvar="HYBRID_ROUTER_API_KEY", help="an ops or admin key, when keys are configured")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="print one view and exit")] = False,
+) -> None:
+    """The live dashboard in the terminal: backends, routing, money and recent decisions."""
+    import urllib.error
+
+    from rich.live import Live
+
+    try:
+        if once:
+            for view in _events(url, api_key, once=True):
+                console.print(render_top(view))
+            return
+        with Live(console=console, auto_refresh=False, screen=False) as live:
+            for view in _events(url, api_key, once=False):
+                live.update(render_top(view), refresh=True)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        err_console.print(f"{url}: HTTP {exc.code}: {message}", markup=False)
+        raise typer.Exit(1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        err_console.print(f"{url}: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        return
 
 
 @app.command("audit-summary")

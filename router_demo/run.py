@@ -110,7 +110,9 @@ def simulators(token_delay: float, load_time: float) -> Iterator[tuple[SimServer
             s.stop()
 
 
-def run_demo(console: Console, fast: bool = False) -> int:
+def run_demo(console: Console, fast: bool = False, hold_s: float = 0.0) -> int:
+    """Run every scene; with `hold_s`, keep the router (and its dashboard) up that long
+    after the scenes, so a person can look at `/ui`."""
     for var, value in (("AWS_ACCESS_KEY_ID", "demo"), ("AWS_SECRET_ACCESS_KEY", "demo"),
                        ("AWS_DEFAULT_REGION", "us-west-2")):
         os.environ.setdefault(var, value)
@@ -120,8 +122,16 @@ def run_demo(console: Console, fast: bool = False) -> int:
         with RouterThread(policy) as rt:
             console.print(f"simulated Ollama {olla.url} (24 GiB card, 2 slots), Bedrock {bed.url},"
                           f" SageMaker {sm.url}; router http://127.0.0.1:{rt.port}/v1")
+            console.print(f"dashboard: http://127.0.0.1:{rt.port}/ui  (terminal: hybrid-router"
+                          f" top --url http://127.0.0.1:{rt.port})", markup=False)
             scenes = Scenes(f"http://127.0.0.1:{rt.port}", olla, console)
             rows = scenes.run_all()
+            if hold_s > 0:
+                console.print(f"holding the router for {hold_s:g} s: open "
+                              f"http://127.0.0.1:{rt.port}/ui (Ctrl-C ends it)", markup=False)
+                with contextlib.suppress(KeyboardInterrupt):
+                    time.sleep(hold_s)
+            rt.app.state.service.dashboard.closing = True  # open dashboard feeds end now
     table = Table("scene", "request", "backend", "reason (x-router-reason)", "latency",
                   "tokens", "ok", title="hybrid-router demo: real routing decisions")
     for r in rows:
