@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,12 +34,28 @@ from router.api.openai_routes import ChatRoutes
 from router.api.openapi import openapi_json
 from router.compose import PolicyReloader, compose, public_text
 from router.errors import RouterError
+from router.ids import new_id
 from router.metrics import SlowClient
 from router.policy.schema import Policy
 from router.settings import RouterSettings
 from router.state.base import StateStore
 
 __all__ = ["PolicyReloader", "create_app", "public_text"]
+
+
+def dialect_error(request: Request, exc: BaseException,
+                  headers: Mapping[str, str] | None) -> Response:
+    """An app-level error (unknown path, wrong method, a bug) in the shape of the dialect whose
+    paths were asked for: Ollama's native API under `/api/` (and `/`), Anthropic's under
+    `/v1/messages`, OpenAI's everywhere else."""
+    path = request.url.path
+    if path == "/" or path.startswith("/api/"):
+        return ollama_routes.ollama_error(exc, headers)
+    if path.startswith("/v1/messages"):
+        resp = anthropic_routes.error_response(exc, new_id("req"))
+        resp.headers.update(headers or {})
+        return resp
+    return error_response(exc, headers)
 
 
 def create_app(
@@ -80,10 +96,10 @@ def create_app(
         err = RouterError(f"{request.method} {request.url.path}: {exc.detail}", code=code,
                           status=exc.status_code)
         err.type = "invalid_request_error"
-        return error_response(err, exc.headers)  # 405 keeps its Allow header
+        return dialect_error(request, err, exc.headers)  # 405 keeps its Allow header
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        return error_response(exc)
+        return dialect_error(request, exc, None)
 
     routes: list[BaseRoute] = [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),

@@ -14,8 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from router_demo.common import Row
 
@@ -39,12 +38,13 @@ async def _scene(router_url: str) -> list[Row]:
     rows: list[Row] = []
     seen: list[tuple[str, str]] = []
 
-    async def on_response(response: httpx.Response) -> None:
+    async def on_response(response: Any) -> None:  # an httpx(2) response
         if response.request.url.path.endswith("/responses"):
             seen.append((response.headers.get("x-router-backend", "-"),
                          response.headers.get("x-router-reason", "-")))
 
-    http = httpx.AsyncClient(event_hooks={"response": [on_response]}, trust_env=False)
+    # The openai SDK's own client class: whichever httpx generation this openai release uses.
+    http = DefaultAsyncHttpxClient(event_hooks={"response": [on_response]}, trust_env=False)
     client = AsyncOpenAI(base_url=f"{router_url}/v1", api_key="demo", max_retries=0,
                          timeout=30, http_client=http)
     set_tracing_disabled(True)

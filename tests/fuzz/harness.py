@@ -127,8 +127,13 @@ def client(fuzz: FuzzApp) -> Iterator[TestClient]:
         yield c
 
 
-def response_problems(status: int, headers: Mapping[str, str], body: bytes) -> list[str]:
-    """What is wrong with one response: 5xx, a non-JSON or misshapen error, leaked internals."""
+def response_problems(status: int, headers: Mapping[str, str], body: bytes,
+                      path: str = "") -> list[str]:
+    """What is wrong with one response: 5xx, a non-JSON or misshapen error, leaked internals.
+
+    Each dialect has its own error shape: OpenAI's `{"error": {message, type, param, code}}`,
+    Anthropic's `{"type": "error", "error": {type, message}}`, and Ollama's `{"error": "..."}`
+    on its native `/api/*` paths."""
     problems: list[str] = []
     if status >= 500:
         problems.append(f"server error {status}")
@@ -144,6 +149,10 @@ def response_problems(status: int, headers: Mapping[str, str], body: bytes) -> l
     except orjson.JSONDecodeError:
         return [*problems, "error body is not JSON"]
     err = data.get("error") if isinstance(data, dict) else None
+    if path.startswith("/api/") or path == "/":  # Ollama's native API
+        if not (isinstance(data, dict) and set(data) == {"error"} and isinstance(err, str)):
+            problems.append("error body is not Ollama's {'error': '...'}")
+        return problems
     if isinstance(data, dict) and data.get("type") == "error" and isinstance(err, dict):
         fields = ANTHROPIC_ERROR_FIELDS  # the Anthropic Messages surface's error shape
     else:

@@ -64,7 +64,7 @@ def test_mutated_requests_fail_cleanly_and_private_stays_local(
     r = c.post(case.path, content=case.raw, headers=raw_headers)
     TALLY["cases"] += 1
     TALLY[str(r.status_code)] += 1
-    problems = response_problems(r.status_code, r.headers, r.content)
+    problems = response_problems(r.status_code, r.headers, r.content, case.path)
     TALLY["5xx"] += r.status_code >= 500
     TALLY["bad_body"] += bool(problems)
     TALLY["private"] += case.private

@@ -65,7 +65,8 @@ def test_api_answers_every_input_in_shape(case: schemathesis.Case) -> None:
     TALLY["cases"] += 1
     TALLY[str(response.status_code)] += 1
     headers = {k: v[0] for k, v in response.headers.items()}
-    problems = response_problems(response.status_code, headers, response.content)
+    problems = response_problems(response.status_code, headers, response.content,
+                                 case.path)
     if response.status_code >= 500:
         TALLY["5xx"] += 1
     if problems:
