@@ -133,7 +133,7 @@ def explain(
 
 
 # What `hybrid-router demo` imports beyond the router: missing means the extra is not installed.
-_DEMO_MODULES = frozenset({"openai", "router_demo", "router_simulators"})
+_DEMO_MODULES = frozenset({"openai", "agents", "router_demo", "router_simulators"})
 DEMO_EXTRA_MISSING = "the demo needs the 'demo' extra: pip install 'hybrid-router[demo]'"
 
 

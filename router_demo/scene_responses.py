@@ -14,6 +14,13 @@ import asyncio
 import time
 from typing import Any
 
+from agents import (
+    Agent,
+    Runner,
+    function_tool,
+    set_default_openai_client,
+    set_tracing_disabled,
+)
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from router_demo.common import Row
@@ -27,14 +34,6 @@ def responses_scene(router_url: str) -> list[Row]:
 
 
 async def _scene(router_url: str) -> list[Row]:
-    from agents import (
-        Agent,
-        Runner,
-        function_tool,
-        set_default_openai_client,
-        set_tracing_disabled,
-    )
-
     rows: list[Row] = []
     seen: list[tuple[str, str]] = []
 

@@ -14,6 +14,9 @@ from openai import OpenAI
 from rich.console import Console
 
 from router_demo.common import WEATHER_TOOL, Row
+from router_demo.scene_anthropic import anthropic_scene
+from router_demo.scene_ollama import ollama_scene
+from router_demo.scene_responses import responses_scene
 from router_simulators.server import SimServer
 
 # Loopback only: never through a proxy from the environment.
@@ -101,11 +104,24 @@ class Scenes:
     # -- scenes --------------------------------------------------------------------------
 
     def run_all(self) -> list[Row]:
-        for scene in (self.basics, self.privacy, self.cloud, self.long_prompt, self.burst,
-                      self.cold_model, self.outage):
+        for scene in (self.basics, self.agents_sdk, self.anthropic, self.privacy, self.cloud,
+                      self.long_prompt, self.burst, self.ollama_native, self.cold_model,
+                      self.outage):
             self.console.print(f"scene: {scene.__name__.replace('_', ' ')}")
             scene()
         return self.rows
+
+    # The other client dialects (one module each): the Agents SDK on the Responses API, an
+    # Anthropic Messages client, and an Ollama-native client served by the cloud while the
+    # GPU is busy.
+    def agents_sdk(self) -> None:
+        self.rows += responses_scene(self.url)
+
+    def anthropic(self) -> None:
+        anthropic_scene(self.url, self.rows)
+
+    def ollama_native(self) -> None:
+        ollama_scene(self.url, self.rows)
 
     def basics(self) -> None:
         local = lambda b, r: b == "local" and r == "local"  # noqa: E731

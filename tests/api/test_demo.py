@@ -21,3 +21,8 @@ def test_demo_exits_0_with_every_scene_as_expected() -> None:
     for reason in ("private_local_only", "vram_insufficient", "model_not_resident",
                    "no_local_capacity", "context_", "failover_after="):
         assert reason in out, reason
+    # The other dialects' scenes ran: the Agents SDK on the Responses API, an Anthropic client,
+    # and an Ollama-native client spilled to the cloud while the GPU was busy.
+    for scene in ("scene: agents sdk", "scene: anthropic", "scene: ollama native",
+                  "previous_response_id of a private turn", "NDJSON stream"):
+        assert scene in out, scene
