@@ -30,8 +30,9 @@ import asyncio
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -39,6 +40,7 @@ from router.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from router.ids import new_id
 from router.types import ChatRequest
 
+T = TypeVar("T")
 OFFLOAD_BYTES = 1024 * 1024
 LARGE_PARSES = 2  # large bodies parsed at once (each in a worker thread)
 _LARGE_PARSES = threading.BoundedSemaphore(LARGE_PARSES)
@@ -341,6 +343,12 @@ async def read_chat_request(request: Request, limits: BodyLimits) -> ChatRequest
     if len(raw) > OFFLOAD_BYTES:
         return await asyncio.to_thread(_decode_large, raw, limits)
     return decode_chat_request(raw, limits)
+
+
+def large_parse(work: Callable[[], T]) -> T:
+    """Run one large body's parse and validation (in a worker thread) under `LARGE_PARSES`."""
+    with _LARGE_PARSES:
+        return work()
 
 
 def _decode_large(raw: bytes, limits: BodyLimits) -> ChatRequest:

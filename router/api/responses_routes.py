@@ -16,11 +16,12 @@ is a 404 naming it. A follow-up of a private response is private whatever its ow
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -34,11 +35,15 @@ from router.api.error_responses import error_response, from_validation_error
 from router.api.request_body import (
     CLIENT_GONE_OUTCOME,
     CLIENT_GONE_STATUS,
+    OFFLOAD_BYTES,
     ClientGone,
     body_limits,
+    check_content_type,
     check_counts,
     check_depth,
-    read_json,
+    large_parse,
+    parse_json,
+    read_body,
 )
 from router.api.responses_events import ResponseEvents
 from router.api.responses_objects import (
@@ -73,6 +78,7 @@ from router.types import ChatRequest
 
 __all__ = ["ResponsesRoutes", "openapi_paths", "routes"]
 
+T = TypeVar("T")
 log = logging.getLogger("router.api")
 
 PRIVATE = "private"
@@ -139,9 +145,15 @@ class ResponsesRoutes:
     async def _decode(self, request: Request, client: ClientContext) -> _Turn:
         self.service.check_open_access(client)  # before the body: no keys, loopback only
         limits = body_limits(request, self.limit)
-        body = await read_json(request, limits.max_body_bytes)
-        check_depth(body, limits.max_json_depth)
-        parsed = parse_request(body)
+        check_content_type(request.headers.get("content-type"))
+        raw = await read_body(request, limits.max_body_bytes)
+
+        def decode() -> Any:
+            body = parse_json(raw)
+            check_depth(body, limits.max_json_depth)
+            return parse_request(body)
+
+        parsed = await _cpu(len(raw), decode)
         conversation = parsed.items
         if parsed.previous_response_id is not None:
             previous = await self.store.load(parsed.previous_response_id, client)
@@ -152,9 +164,12 @@ class ResponsesRoutes:
             if previous.privacy == PRIVATE:
                 client = dataclasses.replace(
                     client, private_sources=(*client.private_sources, PREVIOUS_RESPONSE))
-        chat = chat_body(parsed, to_messages(conversation, parsed.instructions))
-        check_counts(chat, limits)
-        return _Turn(parsed, ChatRequest.model_validate(chat), client, conversation)
+        def validate() -> ChatRequest:
+            chat = chat_body(parsed, to_messages(conversation, parsed.instructions))
+            check_counts(chat, limits)
+            return ChatRequest.model_validate(chat)
+
+        return _Turn(parsed, await _cpu(len(raw), validate), client, conversation)
 
     async def _keep(self, turn: _Turn, body: dict[str, Any], privacy: str) -> None:
         if not turn.parsed.store:
@@ -285,3 +300,10 @@ def routes(service: RouterService, settings: RouterSettings, access: Access) -> 
               methods=["GET"]),
     ]
 
+
+async def _cpu(size: int, work: Callable[[], T]) -> T:
+    """Decoding work for a body of `size` bytes: inline when small, else in a worker thread
+    under the same bound on large parses as the other surfaces."""
+    if size <= OFFLOAD_BYTES:
+        return work()
+    return await asyncio.to_thread(large_parse, work)

@@ -200,3 +200,23 @@ def test_large_bodies_are_decoded_off_the_event_loop(
                       "temperature": "hot"})
     assert_error(r, 400, "temperature")
     assert "_decode_large" in offloaded  # parsed in a worker, a few at a time
+
+
+def test_large_responses_bodies_are_decoded_off_the_event_loop(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.api import request_body
+
+    offloaded: list[str] = []
+    real = asyncio.to_thread
+
+    async def to_thread(fn: Any, /, *args: Any) -> Any:
+        offloaded.append(getattr(fn, "__name__", ""))
+        return await real(fn, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    small = {"model": "gpt-oss-20b", "input": "hi", "temperature": "hot"}
+    assert post(client, small, path="/v1/responses").status_code == 400
+    assert "large_parse" not in offloaded
+    big = {**small, "input": "x" * (request_body.OFFLOAD_BYTES + 1)}
+    assert post(client, big, path="/v1/responses").status_code == 400
+    assert "large_parse" in offloaded  # parsed in a worker, a few at a time
