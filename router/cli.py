@@ -222,9 +222,17 @@ def render_top(view: dict[str, Any]) -> Group:
             d["outcome"], f"{d['latency_ms']:.0f} ms",
             "-" if d["prompt_tokens"] is None
             else f"{d['prompt_tokens']}->{d['completion_tokens']}")
+    replicas = Table("replica", "state store", "in flight", "last heartbeat",
+                     title="replicas")
+    for rep in view.get("replicas", []):
+        replicas.add_row(rep["id"] + (" (this one)" if rep.get("self") else ""),
+                         "[green]ok[/]" if rep["store"] == "ok" else "[red]degraded[/]",
+                         str(rep["in_flight"]), f"{rep['last_seen_s_ago']:.1f} s ago")
+    shared = ", ".join(f"{s['backend']}/{s['model']} {s['in_flight']}/{s['slots']} "
+                       f"+{s['queued']}" for s in view.get("shared_slots", [])) or "-"
     return Group(head, backends, f"cloud spend today: {spend}   local tokens "
                  f"{money['local_tokens']} (worth ${money['local_value_usd']:.4f} on the cloud)",
-                 decisions)
+                 replicas, f"shared slots: {shared}", decisions)
 
 
 @app.command()

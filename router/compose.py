@@ -111,7 +111,8 @@ def compose(settings: RouterSettings, *, policy: Policy | None = None,
     audit = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes)
     admin_hash = hash_key(settings.admin_key.get_secret_value()) if settings.admin_key else None
     service = RouterService(policy, store, audit=audit, pool=pool,
-                            open_remote=settings.open_remote, admin_key_hash=admin_hash)
+                            open_remote=settings.open_remote, admin_key_hash=admin_hash,
+                            replica_id=settings.replica_id)
     return Router(settings, service, PolicyReloader(service, settings.policy_file), pool, audit)
 
 

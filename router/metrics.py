@@ -137,6 +137,15 @@ class Metrics:
         self.cloud_spend_usd_total = counter(
             "cloud_spend_usd", "Estimated cloud spend in USD.", ("backend",)
         )
+        self.tokens_total = counter(
+            "tokens", "Tokens served, by backend and kind (prompt, completion), when the "
+            "backend reported usage.", ("backend", "kind"))
+        self.spend_today_usd = gauge(
+            "spend_today_usd", "Today's cloud spend per scope (backend:<name>, key:<name>), "
+            "from the state store (shared across replicas on Redis).", ("scope",))
+        self.spend_cap_usd = gauge(
+            "spend_cap_usd", "The policy's daily_budget_usd per scope (where one is set).",
+            ("scope",))
         self.local_savings_usd_total = counter(
             "local_savings_usd", "Estimated cloud cost avoided by serving locally.", ("backend",)
         )
@@ -172,6 +181,10 @@ class Metrics:
 
     def observe_ttft(self, backend: str, seconds: float) -> None:
         self.ttft_seconds.labels(backend=backend).observe(seconds)
+
+    def count_tokens(self, backend: str, prompt: int, completion: int) -> None:
+        self.tokens_total.labels(backend=backend, kind="prompt").inc(max(0, prompt))
+        self.tokens_total.labels(backend=backend, kind="completion").inc(max(0, completion))
 
     def count_spill(self, reason: Reason | str) -> None:
         self.spill_total.labels(reason=reason_class(reason)).inc()

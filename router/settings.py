@@ -22,6 +22,8 @@ class RouterSettings(BaseSettings):
     redis_lease_s: float = Field(default=10.0, gt=0)
     redis_op_timeout_s: float = Field(
         default=0.2, gt=0, description="longest a request waits on Redis before falling back")
+    replica_id: str | None = Field(
+        default=None, description="this process in the replica registry; None = hostname:pid")
     audit_log: str | None = Field(default=None, description="JSON-lines audit file; None = off")
     audit_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     open_remote: bool = Field(

@@ -11,7 +11,10 @@ memory and bounded:
 
 `Dashboard.view(status)` joins that with the status document (health, breakers, queues, VRAM,
 resident models, the state store) and today's spend against each cap into one JSON-ready
-document: what the page's SSE feed sends every second. Hedges and continuations are counted
+document: what the page's SSE feed sends every second. It also lists the replicas the state
+store knows (each one's store health, in-flight requests, seconds since its heartbeat; this
+process is always listed) and the slots per local backend and model, which in Redis are
+shared by every replica. Hedges and continuations are counted
 as 0 until the executor has them.
 """
 
@@ -25,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.policy.schema import Policy
-from router.state.base import StateStore
+from router.state.base import ReplicaInfo, StateStore
 from router.types import Usage
 
-__all__ = ["RING_SIZE", "WINDOW_S", "Dashboard", "Decision", "percentile"]
+__all__ = ["RING_SIZE", "WINDOW_S", "Dashboard", "Decision", "percentile", "spend_caps"]
 
 RING_SIZE = 200
 WINDOW_S = 60
@@ -87,11 +90,23 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def spend_caps(policy: Policy) -> list[tuple[str, str, float | None]]:
+    """(spend scope, label, daily cap) for each cloud backend and each key with a budget."""
+    caps: list[tuple[str, str, float | None]] = [
+        (f"backend:{n}", n, c.daily_budget_usd) for n, c in policy.backends.items()
+        if not c.local]
+    caps += [(f"key:{k.name}", f"key {k.name}", k.daily_budget_usd) for k in policy.keys
+             if k.daily_budget_usd is not None]
+    return caps
+
+
 class Dashboard:
     def __init__(self, policy: Callable[[], Policy], store: StateStore,
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, *,
+                 replica: Callable[[], ReplicaInfo] | None = None) -> None:
         self._policy = policy
+        self._replica = replica
         self.store = store
         self.clock = clock
         self.wall = wall
@@ -234,6 +249,8 @@ class Dashboard:
             },
             "money": await self._money(policy),
             "store": status.get("store", {}),
+            "replicas": await self._replicas(),
+            "shared_slots": _shared_slots(status),
             "routes": status.get("routes", []),
             # The bound each estimated wait is held against: per route, and for private.
             "wait_bounds": {**{r.name: r.max_queue_wait_s for r in policy.routes},
@@ -243,11 +260,7 @@ class Dashboard:
         }
 
     async def _money(self, policy: Policy) -> dict[str, Any]:
-        caps: list[tuple[str, str, float | None]] = [
-            (f"backend:{n}", n, c.daily_budget_usd) for n, c in policy.backends.items()
-            if not c.local]
-        caps += [(f"key:{k.name}", f"key {k.name}", k.daily_budget_usd) for k in policy.keys
-                 if k.daily_budget_usd is not None]
+        caps = spend_caps(policy)
         try:
             snap = await self.store.snapshot([], [], [c[0] for c in caps])
             spent = snap.spend_usd
@@ -260,6 +273,34 @@ class Dashboard:
             "local_tokens": self.totals["local_tokens"],
             "local_value_usd": round(self.local_value_usd, 6),
         }
+
+
+    async def _replicas(self) -> list[dict[str, Any]]:
+        """The live replicas by id; this one always listed (before its first heartbeat, or
+        when the store cannot say)."""
+        me = self._replica() if self._replica is not None else None
+        try:
+            listed = await self.store.replicas()
+        except Exception:  # noqa: BLE001 - a store outage shows this replica alone
+            listed = []
+        if me is not None:
+            listed = [r for r in listed if r.id != me.id] + [me]
+        now = self.wall()
+        return [{"id": r.id, "self": me is not None and r.id == me.id,
+                 "started": round(r.started, 3),
+                 "last_seen_s_ago": round(max(0.0, now - r.last_seen), 1),
+                 "store": "degraded" if r.degraded else "ok", "in_flight": r.in_flight}
+                for r in sorted(listed, key=lambda r: r.id)]
+
+
+def _shared_slots(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per local backend and model: slots in flight and queued, from the state store's
+    snapshot (shared by every replica on Redis)."""
+    return [{"backend": name, "model": logical, "model_id": q.get("model_id"),
+             "in_flight": q.get("in_flight", 0), "queued": q.get("queued", 0),
+             "slots": q.get("slots")}
+            for name, entry in status.get("backends", {}).items()
+            for logical, q in (entry.get("queues") or {}).items()]
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:

@@ -38,6 +38,7 @@ from router.service.dashboard import Dashboard
 from router.service.model_names import client_model_names
 from router.service.model_names import resolve as resolve_model_name
 from router.service.recorder import Recorder, error_outcome
+from router.service.replicas import ReplicaBeat
 from router.service.responses import ResponseStore
 from router.service.status import StatusView
 from router.service.streams import OpenedStream, StreamRegistry
@@ -60,12 +61,16 @@ class RouterService:
         pool: BlockingPool | None = None,
         open_remote: bool = False,
         admin_key_hash: str | None = None,
+        replica_id: str | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics or Metrics()
         self.audit = audit or AuditLog(None)
         self.clock = clock
-        self.dashboard = Dashboard(lambda: self.runtime.policy, store, clock)
+        # This process in the replica registry (heartbeat from `start` to `stop`).
+        self.replica = ReplicaBeat(store, lambda: self.runtime.active, replica_id=replica_id)
+        self.dashboard = Dashboard(lambda: self.runtime.policy, store, clock,
+                                   replica=self.replica.info)
         self.recorder = Recorder(self.metrics, self.audit, store, clock, self.dashboard)
         tracing.setup_from_env()
         self.hooks = self.recorder.hooks
@@ -88,10 +93,12 @@ class RouterService:
 
     async def start(self) -> None:
         await self.runtime.start()
+        await self.replica.start()
         if self.runtime.keys.is_open:
             log.warning("no API keys configured: open access (bind to loopback only)")
 
     async def stop(self) -> None:
+        await self.replica.stop()
         await self.runtime.close()
         await self.store.aclose()
 

@@ -75,6 +75,7 @@ class Recorder:
             if not local:
                 m.count_spill(label)
             if usage is not None:
+                m.count_tokens(backend, usage.prompt_tokens, usage.completion_tokens)
                 await self._account_spend(prep, backend, local, usage)
         elif ctx.facts.privacy == "private" and status == 503:
             m.count_private_refused("no_local_capacity")

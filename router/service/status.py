@@ -2,7 +2,8 @@
 
 Reads the live runtime (probes, breakers), the state store (queues, fallbacks) and the
 policy; the HTTP surface only encodes what this returns. Queue gauges are set when
-`/metrics` is scraped, not on the request path.
+`/metrics` is scraped, not on the request path; so are today's spend per scope (from the
+store) and each scope's daily cap (from the policy).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from router.planner import estimated_wait
 from router.policy.schema import Policy
 from router.resilience.circuit import BREAKER_GAUGE
 from router.runtime import Runtime
+from router.service.dashboard import spend_caps
 from router.state.base import SlotLoad, StateStore, slot_key
 
 
@@ -101,8 +103,13 @@ class StatusView:
         m = self.metrics
         rt = self._runtime()
         policy = rt.policy
-        snap = await self.store.snapshot(self._slot_keys(policy), [])
+        caps = spend_caps(policy)
+        snap = await self.store.snapshot(self._slot_keys(policy), [], [c[0] for c in caps])
         self._export_load(policy, snap.slots)
+        for scope, _, cap in caps:
+            m.spend_today_usd.labels(scope=scope).set(snap.spend_usd.get(scope, 0.0))
+            if cap is not None:
+                m.spend_cap_usd.labels(scope=scope).set(cap)
         for name in rt.backends:
             m.breaker_state.labels(backend=name).set(BREAKER_GAUGE[rt.breakers.state_name(name)])
             probe = rt.prober.results.get(name)

@@ -8,6 +8,10 @@ Blobs (`put_blob` / `get_blob` / `delete_blob`) are small JSON texts kept for a 
 Responses API conversations): a blob past its TTL is gone, and the memory store also bounds
 the total size it keeps (oldest first out).
 
+Replicas (`heartbeat` / `replicas`): each router process writes a small `ReplicaInfo` every few
+seconds with a TTL; `replicas()` lists the live ones (the memory store lists only itself, the
+Redis store every replica on the same Redis and prefix).
+
 Contract of the capacity ledger (docs/design.md, Routing signals):
 - `acquire_slot(key, slots, timeout_s)` takes a slot at once when fewer than `slots` are in
   flight and nobody queued earlier is waiting; otherwise it waits in FIFO order up to
@@ -64,6 +68,31 @@ class StoreSnapshot:
     spend_usd: dict[str, float] = field(default_factory=dict)  # spend key -> today's USD
 
 
+@dataclass(slots=True)
+class ReplicaInfo:
+    """One router process as the replica registry keeps it (wall-clock seconds)."""
+
+    id: str
+    started: float
+    last_seen: float
+    degraded: bool = False  # this replica's view of the shared store
+    in_flight: int = 0  # requests it is serving
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.id, "started": self.started, "last_seen": self.last_seen,
+                "degraded": self.degraded, "in_flight": self.in_flight}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> ReplicaInfo:
+        """Parse a stored record; raises ValueError/TypeError/KeyError on a malformed one."""
+        started, seen, flight = raw["started"], raw["last_seen"], raw.get("in_flight", 0)
+        if not isinstance(started, int | float) or not isinstance(seen, int | float) \
+                or not isinstance(flight, int):
+            raise TypeError("malformed replica record")
+        return cls(str(raw["id"]), float(started), float(seen), bool(raw.get("degraded")),
+                   flight)
+
+
 class StateStore(Protocol):
     kind: str  # "memory" or "redis"
 
@@ -92,6 +121,14 @@ class StateStore(Protocol):
 
     async def delete_blob(self, key: str) -> bool:
         """Remove `key`; True when it was there."""
+        ...
+
+    async def heartbeat(self, info: ReplicaInfo, ttl_s: float) -> None:
+        """Record this replica as live for `ttl_s` seconds (replacing its earlier record)."""
+        ...
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        """The replicas whose last heartbeat has not expired, by id."""
         ...
 
     async def snapshot(

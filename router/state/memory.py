@@ -3,6 +3,8 @@
 Slots are counted per key with a FIFO of waiting futures; a released slot is handed straight
 to the oldest waiter, so order is fair and the count never exceeds `slots`.
 
+The replica registry holds this process's own heartbeat only.
+
 Blobs live in an insertion-ordered dict with their expiry; expired ones are dropped as they
 are met, and past `blob_capacity_bytes` in total the oldest go first.
 """
@@ -18,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from router.state.base import BreakerState, Lease, SlotLoad, StoreSnapshot
+from router.state.base import BreakerState, Lease, ReplicaInfo, SlotLoad, StoreSnapshot
 
 EWMA_ALPHA = 0.2
 BLOB_CAPACITY_BYTES = 256 * 1024 * 1024
@@ -50,6 +52,7 @@ class MemoryStore:
         self._spend: dict[tuple[str, str], float] = {}
         self._ids = itertools.count()
         self._day = day
+        self._me: tuple[float, ReplicaInfo] | None = None  # expiry (clock), this replica
 
     def _get(self, key: str) -> _Slots:
         s = self._slots.get(key)
@@ -163,6 +166,15 @@ class MemoryStore:
         hit = self._blobs.pop(key, None)
         if hit is not None:
             self._blob_bytes -= len(hit[1])
+
+    async def heartbeat(self, info: ReplicaInfo, ttl_s: float) -> None:
+        self._me = (self._clock() + ttl_s, replace(info))
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        """Only this process: a memory store is not shared."""
+        if self._me is None or self._me[0] <= self._clock():
+            return []
+        return [replace(self._me[1])]
 
     async def snapshot(
         self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()

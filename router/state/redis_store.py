@@ -9,6 +9,8 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   P{K}:ticket  ticket counter;  P{K}:svc  service-time EWMA (seconds)
   Pbreaker:B   hash (state, failures, opened_at, open_for_s);  Pspend:DAY:S  float, TTL 2 days
   Pblob:N      string with a TTL (PX): a stored Responses API conversation
+  Preplica:ID  a replica's heartbeat record (TTL);  Preplicas  zset id -> expiry
+               (`redis_replicas.py`)
   Pwake        pub/sub channel: "K\\n<token>" names the queue head when a slot may be free
 
 Slot changes run as Lua scripts (EVALSHA, `redis_scripts.py`), so counts never go below zero or
@@ -36,7 +38,15 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from router.state.base import BreakerName, BreakerState, Lease, SlotLoad, StoreSnapshot
+from router.state import redis_replicas
+from router.state.base import (
+    BreakerName,
+    BreakerState,
+    Lease,
+    ReplicaInfo,
+    SlotLoad,
+    StoreSnapshot,
+)
 from router.state.memory import EWMA_ALPHA
 from router.state.redis_connection import connect, redact_url
 from router.state.redis_scripts import ACQUIRE_LUA, EWMA_LUA, RELEASE_LUA
@@ -339,6 +349,19 @@ class RedisStore:
 
     async def delete_blob(self, key: str) -> bool:
         return bool(await self._rt(self._redis.delete(f"{self.prefix}blob:{key}")))
+
+    async def heartbeat(self, info: ReplicaInfo, ttl_s: float) -> None:
+        pipe = redis_replicas.heartbeat_pipeline(self._redis, self.prefix, info, ttl_s,
+                                                 self._clock())
+        await self._rt(pipe.execute(), background=True)
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        index = redis_replicas.index_key(self.prefix)
+        ids = await self._rt(self._redis.zrangebyscore(index, f"({self._clock()!r}", "+inf"))
+        if not ids:
+            return []
+        pipe = redis_replicas.records_pipeline(self._redis, self.prefix, [str(i) for i in ids])
+        return redis_replicas.parse_records(await self._rt(pipe.execute()))
 
     async def snapshot(
         self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()

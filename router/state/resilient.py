@@ -9,6 +9,8 @@ the store that granted it. Breakers, service times and spend are also mirrored i
 an outage starts from this replica's last view rather than from nothing; spend added during an
 outage is added to Redis when it comes back. Blobs go to Redis; one written during an outage
 goes to memory, and a read finds it in either (a blob Redis lost to an outage is simply gone).
+Replica heartbeats go to both; the listing comes from Redis, or while degraded is this replica
+alone, marked degraded.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from router.state.base import BreakerState, Lease, StateStore, StoreSnapshot
+from router.state.base import BreakerState, Lease, ReplicaInfo, StateStore, StoreSnapshot
 from router.state.memory import MemoryStore
 from router.state.redis_store import RedisStore, StoreUnavailable
 
@@ -213,6 +216,18 @@ class FallbackStore:
         in_redis = await self._run("delete_blob", lambda: self.primary.delete_blob(key),
                                    on_memory)
         return in_redis or in_memory
+
+    async def heartbeat(self, info: ReplicaInfo, ttl_s: float) -> None:
+        info = replace(info, degraded=self._degraded)
+        await self.fallback.heartbeat(info, ttl_s)
+        await self._run("heartbeat", lambda: self.primary.heartbeat(info, ttl_s), _noop)
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        """Every replica in Redis when it answers; else only this one, marked degraded."""
+        async def on_memory() -> list[ReplicaInfo]:
+            return [replace(r, degraded=True) for r in await self.fallback.replicas()]
+
+        return await self._run("replicas", self.primary.replicas, on_memory)
 
     async def snapshot(
         self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 from typing import Any
 
 import orjson
 import pytest
+from redis import Redis as SyncRedis
 from starlette.testclient import TestClient
 
 from router.app import create_app
@@ -19,6 +22,7 @@ from tests.conftest import base_policy
 LOCAL = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.7", 50000)
 SSE = {"accept": "text/event-stream"}
+REDIS_URL = os.environ.get("HR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "the-prompt-text-that-must-never-show-9931"
 DECISION_FIELDS = {"time", "request_id", "dialect", "model", "privacy", "route", "backend",
                    "local", "reason", "outcome", "status", "latency_ms", "prompt_tokens",
@@ -132,6 +136,42 @@ def test_the_feed_shows_decisions_and_figures_but_no_text(policy: dict[str, Any]
     assert {s["name"] for s in view["money"]["spend_today"]} == {"bedrock"}
     assert view["money"]["local_tokens"] > 0
     assert view["store"]["kind"] == "memory"
+    (me,) = view["replicas"]  # a memory store lists only this process
+    assert set(me) == {"id", "self", "started", "last_seen_s_ago", "store", "in_flight"}
+    assert me["self"] and me["store"] == "ok" and me["in_flight"] == 0
+    assert 0 <= me["last_seen_s_ago"] < 10
+    slots = {(s["backend"], s["model"]): s for s in view["shared_slots"]}
+    assert set(slots) == {("local", "gpt-oss-20b"), ("local", "gpt-oss-120b")}
+    assert slots[("local", "gpt-oss-20b")] == {
+        "backend": "local", "model": "gpt-oss-20b", "model_id": "gpt-oss:20b",
+        "in_flight": 0, "queued": 0, "slots": 4}
+
+
+@pytest.mark.redis
+def test_replicas_on_one_redis_see_each_other_and_share_the_slots(
+        policy: dict[str, Any]) -> None:
+    prefix = f"hrtest:{secrets.token_hex(6)}:"
+
+    def settings(replica: str) -> RouterSettings:
+        return RouterSettings(redis_url=REDIS_URL, redis_prefix=prefix,  # type: ignore[call-arg]
+                              replica_id=replica)
+
+    try:
+        with client(policy, settings=settings("replica-a")) as a, \
+                client(policy, settings=settings("replica-b")) as b:
+            (view,) = events(b.get("/ui/events").content)
+            (view_a,) = events(a.get("/ui/events").content)
+    finally:
+        redis = SyncRedis.from_url(REDIS_URL)
+        keys = list(redis.scan_iter(match=prefix + "*"))
+        if keys:
+            redis.delete(*keys)
+        redis.close()
+    assert [(r["id"], r["self"], r["store"]) for r in view["replicas"]] == [
+        ("replica-a", False, "ok"), ("replica-b", True, "ok")]
+    assert [r["self"] for r in view_a["replicas"]] == [True, False]
+    assert view["store"]["kind"] == "redis" and not view["store"]["degraded"]
+    assert {s["model"] for s in view["shared_slots"]} == {"gpt-oss-20b", "gpt-oss-120b"}
 
 
 def test_the_feed_streams_only_when_asked_and_honours_limit(policy: dict[str, Any]) -> None:

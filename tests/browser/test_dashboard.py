@@ -114,6 +114,10 @@ def test_the_dashboard_shows_live_figures_and_decisions(
             assert row.locator("td").nth(5).text_content() == "bedrock"
             assert row.locator("td").nth(6).text_content() == spill.headers["x-router-reason"]
             assert page.locator("#decisions tbody tr").count() == 5
+            # Replicas: this process alone on a memory store, its store healthy; the shared slots.
+            assert page.locator("#replicas tbody tr").count() == 1
+            assert page.text_content("#replicas tbody td:nth-child(2)") == "ok"
+            assert page.locator("#shared-slots tbody tr").count() >= 1
 
             page.check("#explain-private")
             page.click("#explain-form button")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from router.app import create_app
@@ -82,6 +83,7 @@ def exported(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def metrics_text(ollama_sim: SimServer, bedrock_sim: SimServer) -> str:
     policy = base_policy(ollama_sim.url, bedrock_sim.url)
+    policy["backends"]["bedrock"]["daily_budget_usd"] = 50  # router_spend_cap_usd has a scope
     app = create_app(RouterSettings(), policy=parse_policy(policy))
     body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "hi"}]}
     with TestClient(app, base_url="http://localhost", client=("127.0.0.1", 5000)) as c:
@@ -131,3 +133,28 @@ def test_every_metric_named_exists_in_metrics(metrics_text: str) -> None:
     assert len(named) >= 15, sorted(named)
     missing = {n: sorted(where) for n, where in named.items() if n not in have}
     assert missing == {}
+
+
+def test_tokens_and_spend_against_cap_carry_the_figures(
+        ollama_sim: SimServer, bedrock_sim: SimServer) -> None:
+    """The series the tokens/s panel and the spend-near-cap alert read: tokens per backend and
+    kind from the usage, today's spend per scope from the store, the cap from the policy."""
+    policy = base_policy(ollama_sim.url, bedrock_sim.url)
+    policy["routes"][1]["targets"] = ["bedrock"]  # standard requests go to the cloud
+    policy["backends"]["bedrock"].update(
+        daily_budget_usd=2.0, price={"input_per_mtok": 1000.0, "output_per_mtok": 1000.0})
+    app = create_app(RouterSettings(), policy=parse_policy(policy))
+    body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "hi"}]}
+    with TestClient(app, base_url="http://localhost", client=("127.0.0.1", 5000)) as c:
+        usage = c.post("/v1/chat/completions", json=body).json()["usage"]
+        text = c.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    tokens = {kind: samples[("router_tokens_total", (("backend", "bedrock"), ("kind", kind)))]
+              for kind in ("prompt", "completion")}
+    assert tokens == {"prompt": usage["prompt_tokens"],
+                      "completion": usage["completion_tokens"]}
+    spent = samples[("router_spend_today_usd", (("scope", "backend:bedrock"),))]
+    expected = (usage["prompt_tokens"] + usage["completion_tokens"]) * 1000.0 / 1_000_000
+    assert spent == pytest.approx(expected) and spent > 0
+    assert samples[("router_spend_cap_usd", (("scope", "backend:bedrock"),))] == 2.0

@@ -184,6 +184,31 @@ function renderMoney(view) {
   }
 }
 
+function renderReplicas(view) {
+  const body = $("replicas").querySelector("tbody");
+  body.replaceChildren();
+  for (const r of view.replicas || []) {
+    const tr = el("tr");
+    tr.dataset.replica = r.id;
+    cell(tr, stack(el("b", r.id), el("div", r.self ? "this replica" : "", "muted")));
+    cell(tr, r.store, r.store === "ok" ? "ok" : "bad");
+    cell(tr, r.in_flight, "num");
+    cell(tr, fmt(r.last_seen_s_ago, 1, " s ago"), "num");
+    body.appendChild(tr);
+  }
+  const slots = $("shared-slots").querySelector("tbody");
+  slots.replaceChildren();
+  for (const s of view.shared_slots || []) {
+    const tr = el("tr");
+    cell(tr, s.backend);
+    cell(tr, s.model);
+    cell(tr, stack(`${s.in_flight} / ${s.slots ?? "–"}`,
+      bar(s.in_flight, s.slots || Math.max(1, s.in_flight), "")), "num");
+    cell(tr, s.queued, "num");
+    slots.appendChild(tr);
+  }
+}
+
 function renderDecisions(view) {
   const body = $("decisions").querySelector("tbody");
   body.replaceChildren();
@@ -219,6 +244,7 @@ function render(view) {
   renderBackends(view);
   renderRouting(view);
   renderMoney(view);
+  renderReplicas(view);
   renderDecisions(view);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
