@@ -134,7 +134,9 @@ class Executor:
     def _budget(self, backend: str) -> RetryBudget:
         b = self.budgets.get(backend)
         if b is None:
-            b = self.budgets[backend] = RetryBudget(self.policy.retry.budget_ratio)
+            retry = self.policy.retry
+            b = self.budgets[backend] = RetryBudget(
+                retry.budget_ratio, min_per_s=retry.min_retries_per_s, clock=self.clock)
         return b
 
     def _call(self, ctx: RequestContext, cand: Candidate) -> BackendCall:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from router.backends.base import ProbeResult
 from router.backends.capacity import GB, LocalCapacity
+from router.backends.ollama_names import same_model
 from router.errors import BudgetExhausted, ContextLengthExceeded, NoLocalCapacity, RouterError
 from router.policy.schema import Policy, Route
 from router.reasons import (
@@ -152,7 +153,7 @@ def _local_fit(
     probe = view.probe
     loaded = None
     if probe is not None:
-        loaded = next((m for m in probe.loaded if m.model_id == model_id), None)
+        loaded = next((m for m in probe.loaded if same_model(m.model_id, model_id)), None)
     if num_ctx is not None and loaded is not None and loaded.context_length not in (
             None, num_ctx):
         loaded = None

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.backends.base import ProbeResult
+from router.backends.ollama_names import model_key
 
 
 def is_cloud_tag(model_id: str) -> bool:
@@ -33,14 +34,14 @@ def is_cloud_tag(model_id: str) -> bool:
 
 
 def remote_host(model_id: str, remote_models: Mapping[str, str]) -> str | None:
-    """The remote host the probe saw for this id (`name` or `name:latest`), if any."""
+    """The remote host the probe saw for this id (`name` and `name:latest` alike), if any."""
     if not remote_models:
         return None
-    name = model_id.strip()
-    hit = remote_models.get(name)
-    if hit is None and ":" not in name.rsplit("/", 1)[-1]:
-        hit = remote_models.get(name + ":latest")
-    return hit
+    hit = remote_models.get(model_id.strip())
+    if hit is not None:
+        return hit
+    key = model_key(model_id)
+    return next((host for name, host in remote_models.items() if model_key(name) == key), None)
 
 
 def cloud_reason(model_id: str, probe: ProbeResult | None) -> str | None:

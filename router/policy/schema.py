@@ -81,6 +81,10 @@ class RetryConfig(_Strict):
     budget_ratio: float = Field(
         default=0.2, ge=0, le=1, description="retries allowed per request seen, per backend"
     )
+    min_retries_per_s: float = Field(
+        default=10.0, ge=0, description="retries allowed per second per backend whatever the "
+        "traffic (the budget's floor; 0: the ratio only)"
+    )
 
 
 class CircuitConfig(_Strict):

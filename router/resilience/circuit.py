@@ -5,8 +5,11 @@ store, shared by replicas); `BreakerBook` applies them, caches the states read w
 request's snapshot, and writes to the store only on transitions.
 
 - closed: every request allowed; `failure_threshold` consecutive failures open it.
-- open: requests skip the backend at no cost until `open_for_s` has passed (or a probe
-  succeeds, for local backends), then it is half-open.
+- open: requests skip the backend at no cost until `open_for_s` has passed, then it is
+  half-open. A successful probe half-opens a local breaker at once only when probe failures
+  alone opened it (`opened_by`): a host whose `/api/version` answers while its inference
+  fails (a 503 flap) must not be put back on trial by its probes; a breaker that request
+  failures opened closes only on a successful request.
 - half-open: one trial request at a time; success closes, failure re-opens.
 Local backends use a short `local_open_for_s` and a 429 does not count as a failure for them:
 a busy GPU is not a broken one.
@@ -25,7 +28,7 @@ from router.errors import (
     BackendUnavailable,
 )
 from router.policy.schema import CircuitConfig
-from router.state.base import BreakerState, StateStore
+from router.state.base import BreakerCause, BreakerState, StateStore
 
 BREAKER_GAUGE = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -39,15 +42,32 @@ def after_success(state: BreakerState) -> BreakerState:
     return BreakerState()
 
 
+def _cause_so_far(state: BreakerState) -> BreakerCause | None:
+    """An open breaker from a record without `opened_by` counts as opened by requests."""
+    if state.opened_by is None and state.state != "closed":
+        return "request"
+    return state.opened_by
+
+
 def after_failure(
-    state: BreakerState, now: float, threshold: int, open_for_s: float
+    state: BreakerState, now: float, threshold: int, open_for_s: float,
+    cause: BreakerCause = "request",
 ) -> BreakerState:
+    by: BreakerCause = "request" if "request" in (cause, _cause_so_far(state)) else "probe"
     if state.state in ("open", "half_open"):
-        return BreakerState("open", threshold, now, open_for_s)
+        return BreakerState("open", threshold, now, open_for_s, by)
     failures = state.failures + 1
     if failures >= threshold:
-        return BreakerState("open", failures, now, open_for_s)
-    return replace(state, failures=failures)
+        return BreakerState("open", failures, now, open_for_s, by)
+    return replace(state, failures=failures, opened_by=by)
+
+
+def after_probe_success(state: BreakerState) -> BreakerState | None:
+    """An open breaker that only probe failures opened goes half-open; anything else stays
+    as it is (None)."""
+    if state.state == "open" and _cause_so_far(state) == "probe":
+        return replace(state, state="half_open")
+    return None
 
 
 def counts_as_failure(error: BackendError, local: bool) -> bool:
@@ -116,21 +136,27 @@ class BreakerBook:
         await self.store.set_breaker(backend, new)
 
     async def record_failure(self, backend: str, error: BackendError) -> None:
+        """A request failed on the backend."""
         if not counts_as_failure(error, self.local.get(backend, False)):
             return
-        await self.record_health_failure(backend)
+        await self._failed(backend, "request")
 
     async def record_health_failure(self, backend: str) -> None:
+        """A health probe of the backend failed."""
+        await self._failed(backend, "probe")
+
+    async def _failed(self, backend: str, cause: BreakerCause) -> None:
         state = self.states.get(backend) or BreakerState()
         new = after_failure(state, self.clock(), self.config.failure_threshold,
-                            self._open_for(backend))
+                            self._open_for(backend), cause)
         self.states[backend] = new
         await self.store.set_breaker(backend, new)
 
     async def probe_succeeded(self, backend: str) -> None:
-        """A cheap probe answered: an open local breaker goes half-open at once."""
+        """A cheap probe answered: an open local breaker that probe failures opened goes
+        half-open at once; one that request failures opened waits for its trial request."""
         state = self.states.get(backend)
-        if state is not None and state.state == "open":
-            new = replace(state, state="half_open")
+        new = after_probe_success(state) if state is not None else None
+        if new is not None:
             self.states[backend] = new
             await self.store.set_breaker(backend, new)

@@ -1,7 +1,8 @@
 """Background probes: residency and VRAM facts for the planner, health for the breakers.
 
 Local backends are probed every `probe_interval_s` with cheap calls (`/api/version`,
-`/api/ps`); a failed probe counts as a health failure, a good one half-opens an open breaker.
+`/api/ps`); a failed probe counts as a health failure, a good one half-opens an open breaker
+that failed probes opened (never one that failed requests opened: `circuit.py`).
 Cloud backends are probed rarely and never with billable inference (readiness only).
 For an Ollama host it also warns (once per state, so once at start in a steady fleet) when the
 host's cloud features are on or it cannot tell, and for every configured model its config says

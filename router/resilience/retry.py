@@ -3,13 +3,15 @@
 Retry is not failover: this retries transient errors on the same backend with exponential
 backoff and jitter, honouring `Retry-After` (and AWS throttling hints) up to a cap, for a
 bounded number of attempts, never past the request's deadline, and only while the backend's
-retry budget allows (so a failing backend is not hammered by many requests at once). The
-executor then moves to the next candidate.
+retry budget allows (so a failing backend is not hammered by many requests at once; a floor
+of retries per second keeps sparse traffic retrying). The executor then moves to the next
+candidate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,20 +24,48 @@ T = TypeVar("T")
 
 
 class RetryBudget:
-    """Token bucket per backend: each request deposits `ratio`, each retry spends one.
+    """Retries allowed per backend: a share of the traffic plus a floor per second.
 
-    Starts with `reserve` tokens so a quiet backend can still retry; capped at `cap`.
+    As in Finagle's and Envoy's retry budgets, two allowances, either of which lets a retry
+    through:
+
+    - the ratio: each request deposits `ratio` of a retry (capped at `cap`; the bucket starts
+      with `reserve`), so a busy failing backend gets at most that share of extra load;
+    - the floor: `min_per_s` retries per second whatever the traffic (a bucket refilled at
+      that rate, holding at most one second's worth, at least one), so sparse traffic, which
+      deposits little, is not left with a single attempt once the reserve is spent.
+
+    The clock is injected (monotonic seconds); the floor is used before the earned balance.
     """
 
-    def __init__(self, ratio: float, reserve: float = 10.0, cap: float = 100.0) -> None:
+    def __init__(self, ratio: float, reserve: float = 10.0, cap: float = 100.0,
+                 min_per_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ratio = ratio
         self.balance = reserve
         self.cap = cap
+        self.min_per_s = min_per_s
+        self.clock = clock
+        self._floor_cap = max(min_per_s, 1.0) if min_per_s > 0 else 0.0
+        self._floor = self._floor_cap
+        self._floor_at = clock()
 
     def deposit(self) -> None:
         self.balance = min(self.cap, self.balance + self.ratio)
 
+    def _refill_floor(self) -> None:
+        if self.min_per_s <= 0:
+            return
+        now = self.clock()
+        elapsed = max(0.0, now - self._floor_at)
+        self._floor_at = now
+        self._floor = min(self._floor_cap, self._floor + elapsed * self.min_per_s)
+
     def withdraw(self) -> bool:
+        self._refill_floor()
+        if self._floor >= 1.0:
+            self._floor -= 1.0
+            return True
         if self.balance >= 1.0:
             self.balance -= 1.0
             return True

@@ -26,6 +26,7 @@ from router import tracing
 from router.audit import AuditLog
 from router.auth import KeyRing, digest_matches, presented_key
 from router.backends.base import LoadedModel
+from router.backends.ollama_names import model_key
 from router.backends.pool import BlockingPool
 from router.errors import PermissionDenied, RouterError, Unauthorized
 from router.metrics import Metrics, SlowClient
@@ -196,8 +197,9 @@ class RouterService:
             probe = runtime.prober.results.get(name)
             if not cfg.local or probe is None or not probe.ok:
                 continue
-            by_id = {model_id: logical for logical, model_id in cfg.models.items()}
-            out.extend((name, by_id[m.model_id], m) for m in probe.loaded if m.model_id in by_id)
+            by_id = {model_key(model_id): logical for logical, model_id in cfg.models.items()}
+            out.extend((name, by_id[model_key(m.model_id)], m) for m in probe.loaded
+                       if model_key(m.model_id) in by_id)
         return out
 
     # -- requests --------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 surface may send its status line and headers). Iterating it yields `StreamEvent`s; a failure
 after the first event raises a `BackendError` (with `meta`), which the surface ends in-band.
 `aclose()` — always called, however the response ends — closes the upstream stream, releases
-the local slot, leaves the runtime and records the outcome once. A surface whose client stops
+the local slot, leaves the runtime and records the outcome once. A stream is `ok` once the
+surface has sent the event that finishes the answer, even if the client hangs up while the
+upstream is still being closed. A surface whose client stops
 reading calls `client_stalled()` first, so the outcome says `client_stalled`.
 """
 
@@ -78,6 +80,11 @@ class OpenedStream:
                 if event.usage is not None:
                     self.usage = event.usage
                 yield event
+                if event.finish_reason is not None:
+                    # The surface came back for more: the last event went out, so the answer
+                    # is whole. Closing the upstream afterwards (a thread hop for Bedrock) may
+                    # be cut short by a client that hangs up at the end, as SDKs do.
+                    self.outcome, self.status = StreamOutcome.OK, 200
             self.outcome, self.status = StreamOutcome.OK, 200
         except BackendError as exc:
             self.outcome, self.status = exc.code or "stream_error", 502

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 BreakerName = Literal["closed", "open", "half_open"]
+# What the failures counted since the breaker last closed came from: "request" as soon as one
+# of them was a request, else "probe"; None while none was counted (or an older record).
+BreakerCause = Literal["request", "probe"]
 
 
 def slot_key(backend: str, model_id: str) -> str:
@@ -57,6 +60,7 @@ class BreakerState:
     failures: int = 0  # consecutive failures while closed
     opened_at: float = 0.0  # clock time the breaker last opened
     open_for_s: float = 0.0
+    opened_by: BreakerCause | None = None  # a probe success half-opens only a "probe" one
 
 
 @dataclass(slots=True)

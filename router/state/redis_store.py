@@ -7,7 +7,8 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   P{K}:queue   zset token -> ticket: FIFO order of waiters across replicas
   P{K}:qexp    zset token -> waiter expiry: a dead waiter leaves the queue within `lease_s`
   P{K}:ticket  ticket counter;  P{K}:svc  service-time EWMA (seconds)
-  Pbreaker:B   hash (state, failures, opened_at, open_for_s);  Pspend:DAY:S  float, TTL 2 days
+  Pbreaker:B   hash (state, failures, opened_at, open_for_s, opened_by: request|probe|"")
+  Pspend:DAY:S  float, TTL 2 days
   Pblob:N      string with a TTL (PX): a stored Responses API conversation
   Preplica:ID  a replica's heartbeat record (TTL);  Preplicas  zset id -> expiry
                (`redis_replicas.py`)
@@ -40,6 +41,7 @@ from redis.typing import EncodableT, FieldT
 
 from router.state import redis_replicas
 from router.state.base import (
+    BreakerCause,
     BreakerName,
     BreakerState,
     Lease,
@@ -57,6 +59,7 @@ log = logging.getLogger("router.state")
 T = TypeVar("T")
 SPEND_TTL_S = 2 * 86400
 _BREAKER_NAMES: dict[str, BreakerName] = {n: n for n in ("closed", "open", "half_open")}
+_BREAKER_CAUSES: dict[str, BreakerCause] = {n: n for n in ("request", "probe")}
 
 
 class StoreUnavailable(Exception):
@@ -328,6 +331,7 @@ class RedisStore:
         mapping: dict[FieldT, EncodableT] = {
             "state": state.state, "failures": state.failures,
             "opened_at": state.opened_at, "open_for_s": state.open_for_s,
+            "opened_by": state.opened_by or "",  # older replicas ignore the field
         }
         await self._rt(self._redis.hset(f"{self.prefix}breaker:{backend}", mapping=mapping))
 
@@ -433,6 +437,7 @@ def _parse_breaker(raw: Mapping[Any, Any]) -> BreakerState:
             failures=int(raw.get("failures", 0)),
             opened_at=float(raw.get("opened_at", 0.0)),
             open_for_s=float(raw.get("open_for_s", 0.0)),
+            opened_by=_BREAKER_CAUSES.get(str(raw.get("opened_by"))),
         )
     except ValueError:
         return BreakerState()

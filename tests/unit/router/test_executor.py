@@ -12,6 +12,7 @@ from router.context import RequestContext
 from router.errors import (
     AllBackendsFailed,
     BackendContextExceeded,
+    BackendError,
     BackendRateLimited,
     BackendRejected,
     BackendStreamError,
@@ -412,3 +413,22 @@ async def test_a_bug_mid_stream_ends_it_in_band_without_a_breaker_failure() -> N
                 pass
         assert info.value.code == "internal_error" and "bad state" not in info.value.message
     assert ex.breakers.state_name("local") == "closed" and store.held() == 0
+
+
+async def test_sparse_traffic_keeps_retrying_on_the_budget_floor() -> None:
+    """One request every 5 s, each hit by one transient 503: the policy's floor of retries
+    per second lets each one retry on its backend long after the reserve is spent (the budget
+    used to run dry after ~18 retries, then a request got one attempt and failed over)."""
+    script: list[BackendError | None] = []
+    for _ in range(40):
+        script += [BackendUnavailable("flap", backend="local"), None]
+    local = FakeBackend("local", local=True, script=script)
+    ex, store, clock, slept, b = setup(local=local)
+    served = []
+    for _ in range(40):
+        clock.t += 5.0
+        c = ctx(clock)
+        await ex.chat(c, plan_of("local", "bedrock"))
+        served.append(c.served_by)
+    assert served == ["local"] * 40 and not b["bedrock"].calls
+    assert store.held() == 0

@@ -357,3 +357,19 @@ async def test_release_carries_the_service_time_in_one_round_trip(
     assert a.round_trips - n == 1
     snap = await b.snapshot(["k"], [])
     assert snap.slots["k"].in_flight == 0 and snap.slots["k"].service_time_s == 2.0
+
+
+async def test_breaker_opened_by_round_trips_and_older_records_still_parse(
+    make: Callable[..., RedisStore], raw: Redis, prefix: str
+) -> None:
+    a, b = make(), make()
+    await a.set_breaker("ollama-a", BreakerState("open", 5, 10.0, 2.0, "probe"))
+    assert (await b.get_breaker("ollama-a")).opened_by == "probe"
+    assert (await b.snapshot([], ["ollama-a"])).breakers["ollama-a"].opened_by == "probe"
+    await a.set_breaker("ollama-a", BreakerState())  # closed: the cause is cleared
+    assert (await b.get_breaker("ollama-a")).opened_by is None
+    # a record an older replica wrote (no opened_by field) parses as before
+    await raw.delete(f"{prefix}breaker:ollama-b")
+    await raw.hset(f"{prefix}breaker:ollama-b", mapping={
+        "state": "open", "failures": 5, "opened_at": 1.0, "open_for_s": 30.0})
+    assert await b.get_breaker("ollama-b") == BreakerState("open", 5, 1.0, 30.0)
