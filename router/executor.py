@@ -74,6 +74,7 @@ class Hooks:
     on_retry: Callable[[str, BackendError], None] | None = None
     on_failover: Callable[[str, str], None] | None = None
     on_stream_error: Callable[[str, str], None] | None = None
+    on_chunk_skipped: Callable[[str], None] | None = None  # a malformed chunk skipped
 
 
 class Executor:

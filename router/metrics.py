@@ -134,6 +134,8 @@ class Metrics:
         self.stream_errors_total = counter(
             "stream_errors", "Streams ended by an error, by kind.", ("backend", "kind")
         )
+        self.stream_chunks_skipped_total = counter(
+            "stream_chunks_skipped", "Malformed stream chunks skipped.", ("backend",))
         self.cloud_spend_usd_total = counter(
             "cloud_spend_usd", "Estimated cloud spend in USD.", ("backend",)
         )

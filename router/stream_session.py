@@ -4,6 +4,11 @@ BackendStreamError/BackendTimeout (never a truncated answer that looks complete)
 slot held until the stream ends, and an interrupt for the shutdown grace. A router bug while
 reading the stream ends it in-band too (`internal_error`), without counting against the
 backend's breaker.
+
+A chunk the backend could not decode (`StreamEvent.malformed`) is skipped: logged (backend,
+request id and count, never its text), counted (`Hooks.on_chunk_skipped`), and the stream
+goes on; `stream.max_malformed_in_a_row` of them in a row end it as broken
+(`stream_malformed`).
 """
 
 from __future__ import annotations
@@ -69,15 +74,22 @@ class StreamSession:
         """Yield every event; raise BackendStreamError/BackendTimeout if the stream breaks."""
         ex = self.executor
         idle = ex.policy.stream.idle_timeout_s
+        max_bad = ex.policy.stream.max_malformed_in_a_row
         backend = self.candidate.backend
         self._task = asyncio.current_task()
+        bad_in_a_row = 0
         try:
             event = self.first
             while True:
-                yield event
-                if event.finish_reason is not None:
-                    self.finished = True
-                    return
+                if event.malformed:
+                    bad_in_a_row += 1
+                    self._skipped(bad_in_a_row, max_bad)
+                else:
+                    bad_in_a_row = 0
+                    yield event
+                    if event.finish_reason is not None:
+                        self.finished = True
+                        return
                 remaining = ex._remaining(self.ctx)
                 try:
                     # One timer per stream, re-armed per event (wait_for makes a task a token).
@@ -114,14 +126,32 @@ class StreamSession:
         finally:
             await self.aclose()
 
+    def _skipped(self, in_a_row: int, limit: int) -> None:
+        """Count and log one skipped chunk; raise once `limit` came in a row."""
+        backend = self.candidate.backend
+        hooks = self.executor.hooks
+        if hooks.on_chunk_skipped:
+            hooks.on_chunk_skipped(backend)
+        log.warning("skipped a malformed stream chunk from %s (req %s, %d in a row)", backend,
+                    self.ctx.request_id, in_a_row)
+        if in_a_row >= limit:
+            raise BackendStreamError(
+                f"'{backend}' sent {in_a_row} malformed chunks in a row",
+                backend=backend, code="stream_malformed")
+
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         lease, self._lease = self._lease, None
-        await aclose_quietly(self._agen)
         ex = self.executor
-        if lease is not None:
-            if self.finished:
-                lease.service_time_s = ex.clock() - (self.ctx.admitted_at or self.ctx.started)
-            await ex._release(lease)
+        try:
+            await aclose_quietly(self._agen)
+        finally:
+            # Even when closing the upstream is cancelled (a client hanging up while a
+            # blocking SDK stream closes on its worker thread), the slot goes back.
+            if lease is not None:
+                if self.finished:
+                    lease.service_time_s = ex.clock() - (self.ctx.admitted_at
+                                                         or self.ctx.started)
+                await ex._release(lease)

@@ -312,6 +312,8 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int | None = None
+    # True when the router estimated the counts (the upstream reported none): surfaces mark it.
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -336,6 +338,9 @@ class StreamEvent:
     A backend's stream ends with exactly one event whose `finish_reason` is set (it may also
     carry `usage`). A stream that ends without one was cut: the executor reports it as an error.
     Tool calls arrive whole (id, name and full arguments), indexed by order of appearance.
+
+    `malformed` marks a chunk the backend could not decode (it carries nothing else): the
+    stream session skips and counts it, and ends the stream after too many in a row.
     """
 
     content: str | None = None
@@ -343,3 +348,4 @@ class StreamEvent:
     tool_calls: list[ToolCall] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+    malformed: bool = False

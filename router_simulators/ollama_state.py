@@ -251,7 +251,8 @@ class OllamaSim:
         elif kind == "midstream_error":
             await resp.write(err)
         elif kind == "malformed":
-            await resp.write(bad + b"".join(lines[n:]) + final)
+            await resp.write(bad * (f.count if f is not None else 1) + b"".join(lines[n:])
+                             + final)
         elif kind != "no_terminator":
             await resp.write(final)
             return True

@@ -9,7 +9,8 @@ Fault vocabulary (JSON objects posted to `POST /_sim/faults` as `{"faults": [...
     slow_first_token  wait before the first token                               delay_s
     cut               stream: close the connection after N tokens, no terminator after_tokens
     stall             stream: stop sending after N tokens, keep the socket open  after_tokens
-    malformed         stream: send a corrupt chunk after N tokens               after_tokens
+    malformed         stream: send a corrupt chunk after N tokens               after_tokens,
+                      (Ollama: `count` corrupt lines in a row, then the rest)   count
     midstream_error   stream: in-band vendor error after N tokens               after_tokens
     no_terminator     stream: send every token, then end without the final marker
     context_exceeded  the vendor's context-window error
@@ -56,6 +57,7 @@ class Fault:
     delay_s: float = 0.0
     times: int = 1
     model: str | None = None
+    count: int = 1  # malformed (Ollama): corrupt lines in a row
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Fault:

@@ -151,7 +151,7 @@ class MessagesRoutes:
             done = await self.service.complete(parsed, client)
         except RouterError as exc:
             return error_response(exc, client.request_id, exc.meta)
-        body = message_body(done.result, message_id=new_id("msg"), model=done.model)
+        body = message_body(done.result, message_id=new_id("msg"), model=done.served_model)
         return Response(body, media_type=JSON, headers=_with_request_id(meta_headers(done.meta)))
 
     async def _stream(self, parsed: ChatRequest, client: ClientContext) -> Response:
@@ -159,7 +159,7 @@ class MessagesRoutes:
         headers = _with_request_id(meta_headers(opened.meta))
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        enc = EventEncoder(message_id=new_id("msg"), model=opened.model,
+        enc = EventEncoder(message_id=new_id("msg"), model=opened.served_model,
                            input_tokens=estimate_prompt_tokens(parsed))
         return TimedStreamingResponse(self._sse(opened, enc), media_type="text/event-stream",
                                       headers=headers, send_timeout_s=self.send_timeout_s,

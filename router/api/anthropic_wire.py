@@ -81,6 +81,8 @@ def usage_dict(u: Usage, input_tokens: int | None = None) -> dict[str, Any]:
     }
     if u.reasoning_tokens is not None:
         d["output_tokens_details"] = {"thinking_tokens": u.reasoning_tokens}
+    if u.estimated:
+        d["estimated"] = True  # the router's estimate: the upstream reported no usage
     return d
 
 

@@ -61,10 +61,15 @@ class Timing:
     def final(self, usage: Usage | None) -> dict[str, Any]:
         end = time.monotonic_ns()
         first = self.first_ns or end
-        u = usage or Usage()
-        return {"total_duration": end - self.start_ns, "load_duration": 0,
-                "prompt_eval_count": u.prompt_tokens, "prompt_eval_duration": first - self.start_ns,
-                "eval_count": u.completion_tokens, "eval_duration": end - first}
+        out: dict[str, Any] = {"total_duration": end - self.start_ns, "load_duration": 0,
+                               "prompt_eval_duration": first - self.start_ns,
+                               "eval_duration": end - first}
+        if usage is not None:  # unknown counts are left out, never sent as zeros
+            out["prompt_eval_count"] = usage.prompt_tokens
+            out["eval_count"] = usage.completion_tokens
+            if usage.estimated:
+                out["usage_estimated"] = True  # the router's estimate
+        return out
 
 
 class Encoder:

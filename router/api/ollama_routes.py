@@ -169,6 +169,7 @@ class OllamaRoutes:
             done = await self.service.complete(parsed, client)
         except RouterError as exc:
             return self._error(exc, meta_headers(exc.meta, client.request_id), model)
+        enc.model = done.served_model
         return Response(enc.whole(done.result), media_type="application/json",
                         headers=meta_headers(done.meta))
 
@@ -186,6 +187,7 @@ class OllamaRoutes:
     async def _stream(self, parsed: ChatRequest, client: ClientContext, enc: Encoder
                       ) -> Response:
         opened = await self.service.stream(parsed, client)
+        enc.model = opened.served_model
         headers = meta_headers(opened.meta)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"

@@ -68,7 +68,7 @@ class ChatRoutes:
         except RouterError as exc:
             return error_response(exc, meta_headers(exc.meta, client.request_id))
         body = completion_body(done.result, completion_id=_completion_id(),
-                               created=int(time.time()), model=done.model)
+                               created=int(time.time()), model=done.served_model)
         return Response(body, media_type="application/json", headers=meta_headers(done.meta))
 
     async def _stream(self, parsed: ChatRequest, client: ClientContext) -> Response:
@@ -85,7 +85,7 @@ class ChatRoutes:
 
     async def _sse(self, opened: OpenedStream) -> AsyncIterator[bytes]:
         enc = ChunkEncoder(completion_id=_completion_id(), created=int(time.time()),
-                           model=opened.model, include_usage=opened.include_usage)
+                           model=opened.served_model, include_usage=opened.include_usage)
         try:
             async for event in opened:
                 yield enc.encode(event)

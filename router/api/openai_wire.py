@@ -2,7 +2,8 @@
 
 The surface speaks one dialect whatever served the request: reasoning as `message.reasoning`
 / `delta.reasoning`, tool calls with string `arguments`, `usage`, `finish_reason`, and `model`
-naming the logical model.
+naming the model that served it, as its backend names it. Usage the router estimated (the
+upstream reported none) carries `"estimated": true`; usage is never a block of zeros.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def usage_dict(u: Usage) -> dict[str, Any]:
     }
     if u.reasoning_tokens is not None:
         d["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    if u.estimated:
+        d["estimated"] = True
     return d
 
 
@@ -100,9 +103,8 @@ class ChunkEncoder:
             finish = "tool_calls" if self._tool_index and ev.finish_reason == "stop" else (
                 ev.finish_reason)
             out.append(self._chunk({}, finish))
-            if self.include_usage:
-                usage = ev.usage or Usage()
-                out.append(self._prefix + b"[],\"usage\":" + orjson.dumps(usage_dict(usage))
+            if self.include_usage and ev.usage is not None:  # never zeros for "unknown"
+                out.append(self._prefix + b"[],\"usage\":" + orjson.dumps(usage_dict(ev.usage))
                            + b"}\n\n")
             out.append(DONE)
         return b"".join(out)

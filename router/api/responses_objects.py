@@ -71,17 +71,25 @@ def output_items(result: ChatResult) -> list[dict[str, Any]]:
     return items
 
 
-def usage_object(usage: Usage | None, reasoning_text: str = "") -> dict[str, Any]:
-    u = usage or Usage()
+def usage_object(usage: Usage | None, reasoning_text: str = "") -> dict[str, Any] | None:
+    """The Response's `usage` (None when unknown, never zeros); a router estimate is marked
+    `"estimated": true`."""
+    if usage is None:
+        return None
+    u = usage
     reasoning = u.reasoning_tokens
     if reasoning is None:
         # Not reported separately by this backend: estimated at about 4 characters a token.
         reasoning = min(u.completion_tokens, (len(reasoning_text) + 3) // 4)
-    return {"input_tokens": u.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": u.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": reasoning},
-            "total_tokens": u.prompt_tokens + u.completion_tokens}
+    out: dict[str, Any] = {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": u.prompt_tokens + u.completion_tokens}
+    if u.estimated:
+        out["estimated"] = True
+    return out
 
 
 def response_object(*, response_id: str, created_at: int, model: str, status: Status,

@@ -133,7 +133,7 @@ class ResponsesRoutes:
         status, incomplete = status_for(done.result.finish_reason)
         output = output_items(done.result)
         body = response_object(
-            response_id=new_id("resp"), created_at=int(time.time()), model=done.model,
+            response_id=new_id("resp"), created_at=int(time.time()), model=done.served_model,
             status=status, output=output, echo=parsed.echo, instructions=parsed.instructions,
             previous_response_id=parsed.previous_response_id, store=parsed.store,
             usage=usage_object(done.result.usage, reasoning_text_of(output)),
@@ -195,7 +195,7 @@ class ResponsesRoutes:
     async def _sse(self, turn: _Turn, opened: OpenedStream) -> AsyncIterator[bytes]:
         parsed = turn.parsed
         events = ResponseEvents(
-            response_id=new_id("resp"), created_at=int(time.time()), model=opened.model,
+            response_id=new_id("resp"), created_at=int(time.time()), model=opened.served_model,
             echo=parsed.echo, instructions=parsed.instructions,
             previous_response_id=parsed.previous_response_id, store=parsed.store)
         try:

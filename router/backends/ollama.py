@@ -250,8 +250,7 @@ class OllamaBackend:
             content = msg.get("content") or None
             thinking = msg.get("thinking") or None
         except (ValueError, TypeError, AttributeError):  # orjson.JSONDecodeError is a ValueError
-            raise BackendStreamError("ollama sent a malformed stream line",
-                                     backend=self.name) from None
+            return StreamEvent(malformed=True), False  # the stream session skips and counts it
         if "error" in obj:
             raise BackendStreamError(f"ollama error mid-stream: {obj['error']}", backend=self.name)
         if obj.get("remote_host"):

@@ -7,7 +7,9 @@ index and emitted whole at finish, the last usage seen, exactly one final event)
 and `tool_call` read a usage object and one tool call from either a chunk or a whole
 `chat.completion`. Any backend that receives OpenAI-style streams can use them (SageMaker's
 PayloadParts do). Errors are BackendStreamError, their messages prefixed with `label` (the
-upstream's kind, e.g. "sagemaker"; the backend's name by default).
+upstream's kind, e.g. "sagemaker"; the backend's name by default). A payload that is not JSON,
+or not an object, becomes one `StreamEvent(malformed=True)` (the stream session skips it and
+counts it; too many in a row end the stream).
 """
 
 from __future__ import annotations
@@ -91,10 +93,17 @@ class ChunkAssembler:
         self.usage: Usage | None = None
         self._tools: dict[int, dict[str, Any]] = {}
 
+    def payload(self, data: str) -> list[StreamEvent]:
+        """One SSE `data` payload -> events; undecodable JSON is one malformed marker."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return [StreamEvent(malformed=True)]
+        return self.chunk(obj)
+
     def chunk(self, obj: Any) -> list[StreamEvent]:
         if not isinstance(obj, dict):
-            raise BackendStreamError(f"{self.label}: stream chunk is not an object",
-                                     backend=self.backend)
+            return [StreamEvent(malformed=True)]
         if obj.get("error") is not None:
             raise BackendStreamError(f"{self.label}: in-band error: {obj['error']}"[:500],
                                      backend=self.backend)

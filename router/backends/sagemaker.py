@@ -30,8 +30,9 @@ Error mapping (by exception type and error code, never message text):
     other ClientError: HTTP 429 / 5xx / 4xx                  RateLimited/Unavailable/Rejected
     in-stream ModelStreamError, InternalStreamFailure        BackendStreamError       yes*
     ChecksumMismatch and other event-stream ParserError      BackendStreamError       yes*
-    in-band SSE `data: {"error": ...}`, bad JSON or UTF-8,
+    in-band SSE `data: {"error": ...}`, bad UTF-8,
         a chat body that is not a chat.completion            BackendStreamError       yes*
+    an SSE payload that is not a JSON object                 a malformed marker (skipped)
     stream ends with neither finish_reason nor [DONE]        BackendStreamError       yes*
     read / connect timeout (botocore, urllib3), asyncio
         timeout of `call.timeout_s` (chat)                   BackendTimeout           yes
@@ -351,7 +352,7 @@ class SageMakerBackend(PooledBackend):
             payloads = cast(AsyncGenerator[str, None], _sse_payloads(resp["Body"], self.pool))
             async with contextlib.aclosing(payloads):
                 async for data in payloads:
-                    for event in asm.chunk(orjson.loads(data)):
+                    for event in asm.payload(data):
                         yield event
         yield asm.final()
 

@@ -96,6 +96,8 @@ class CircuitConfig(_Strict):
 class StreamConfig(_Strict):
     first_token_timeout_s: float = Field(default=30.0, gt=0)
     idle_timeout_s: float = Field(default=30.0, gt=0)
+    # Undecodable chunks skipped in a row before the stream counts as broken.
+    max_malformed_in_a_row: int = Field(default=3, ge=1)
 
 
 class Policy(_Strict):

@@ -55,6 +55,11 @@ class Completed:
     model: str  # the logical model that served it (aliases resolved)
     privacy: str = "private"  # the request's privacy class (the facade always sets it)
 
+    @property
+    def served_model(self) -> str:
+        """The model as the backend that served it names it: the response's `model`."""
+        return self.meta.served_model or self.model
+
 
 def render_reason(reason: Reason | None) -> str | None:
     """The one place a routing reason becomes its wire string (`x-router-reason`, explain)."""

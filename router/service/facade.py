@@ -278,8 +278,10 @@ class RouterService:
     @staticmethod
     def _meta(prep: Prepared) -> RouteMeta:
         ctx = prep.ctx
+        served = next((c.model_id for c in prep.plan.candidates if c.backend == ctx.served_by),
+                      None) if ctx.served_by else None
         return RouteMeta(request_id=ctx.request_id, route=prep.plan.route, backend=ctx.served_by,
-                         reason=render_reason(ctx.reason or prep.plan.reason))
+                         reason=render_reason(ctx.reason or prep.plan.reason), served_model=served)
 
     # -- the operator's view -----------------------------------------------------------------
 

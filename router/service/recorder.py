@@ -44,6 +44,8 @@ class Recorder:
                 from_backend=b, reason=r).inc(),
             on_stream_error=lambda b, k: metrics.stream_errors_total.labels(
                 backend=b, kind=k).inc(),
+            on_chunk_skipped=lambda b: metrics.stream_chunks_skipped_total.labels(
+                backend=b).inc(),
         )
 
     def rejected(self, outcome: str) -> None:

@@ -8,11 +8,16 @@ the local slot, leaves the runtime and records the outcome once. A stream is `ok
 surface has sent the event that finishes the answer, even if the client hangs up while the
 upstream is still being closed. A surface whose client stops
 reading calls `client_stalled()` first, so the outcome says `client_stalled`.
+
+Usage is never reported as zeros: when the upstream sent none (or only zeros), the final event
+carries the router's estimate (`Usage.estimated`): the prompt as `tokens.py` estimates it, the
+completion from the length of the streamed text; the surfaces mark it as an estimate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from router.errors import BackendError
@@ -21,6 +26,7 @@ from router.service.admission import Prepared
 from router.service.client import CLIENT_CLOSED_STATUS, StreamOutcome
 from router.service.recorder import Recorder
 from router.stream_session import StreamSession
+from router.tokens import CHARS_PER_TOKEN
 from router.types import StreamEvent, Usage
 
 SHUTDOWN_MESSAGE = "the router is shutting down; the answer above is incomplete"
@@ -54,7 +60,9 @@ class OpenedStream:
     def __init__(self, prep: Prepared, session: StreamSession, meta: RouteMeta,
                  recorder: Recorder, registry: StreamRegistry) -> None:
         self.meta = meta
-        self.model = prep.ctx.facts.model  # the logical model, for the surface's chunks
+        self.model = prep.ctx.facts.model  # the logical model
+        # The model as the serving backend names it: the `model` of the surface's chunks.
+        self.served_model = meta.served_model or self.model
         self.privacy = prep.ctx.facts.privacy  # the request's privacy class
         self.include_usage = prep.ctx.request.include_usage
         self.usage: Usage | None = None
@@ -66,6 +74,7 @@ class OpenedStream:
         self._registry = registry
         self._events: AsyncGenerator[StreamEvent, None] | None = None
         self._closed = False
+        self._chars = 0  # streamed text, for a completion estimate when the upstream sent none
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         if self._events is None:
@@ -77,6 +86,9 @@ class OpenedStream:
         self._registry.active.add(session)
         try:
             async for event in session.events():
+                self._chars += _text_chars(event)
+                if event.finish_reason is not None and _no_counts(event.usage):
+                    event = dataclasses.replace(event, usage=self._estimate())
                 if event.usage is not None:
                     self.usage = event.usage
                 yield event
@@ -92,6 +104,10 @@ class OpenedStream:
             raise
         finally:
             self._registry.active.discard(session)
+
+    def _estimate(self) -> Usage:
+        completion = -(-self._chars // CHARS_PER_TOKEN)  # rounded up
+        return Usage(self._prep.ctx.facts.prompt_tokens, completion, estimated=True)
 
     def client_stalled(self) -> None:
         """The surface gave up on a client that stopped reading."""
@@ -112,3 +128,15 @@ class OpenedStream:
             self._prep.runtime.leave()
             await self._recorder.finish(self._prep, status=self.status, outcome=self.outcome,
                                         usage=self.usage, stream=True)
+
+
+def _text_chars(event: StreamEvent) -> int:
+    n = len(event.content or "") + len(event.reasoning or "")
+    for tc in event.tool_calls or ():
+        n += len(tc.function.name) + len(tc.function.arguments)
+    return n
+
+
+def _no_counts(usage: Usage | None) -> bool:
+    """No usage, or only zeros: nothing the upstream counted."""
+    return usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0)

@@ -48,7 +48,7 @@ def test_chat_answer_reasoning_usage_and_headers(client: OpenAI) -> None:
     assert raw.headers["x-router-reason"] == "local"
     msg = resp.choices[0].message
     assert msg.content and getattr(msg, "reasoning", None)
-    assert resp.model == "gpt-oss-20b"
+    assert resp.model == "gpt-oss:20b"  # the served model, as the local Ollama names it
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage and resp.usage.completion_tokens > 0 and resp.usage.prompt_tokens > 0
 
@@ -117,7 +117,7 @@ def test_reasoning_effort_changes_reasoning(client: OpenAI) -> None:
                                   "openai.gpt-oss-20b-1:0"])
 def test_aliases_20b(client: OpenAI, name: str) -> None:
     raw = client.chat.completions.with_raw_response.create(model=name, messages=user("a"))
-    assert raw.parse().model == "gpt-oss-20b"
+    assert raw.parse().model == "gpt-oss:20b"  # whatever alias was asked for: what served it
     assert raw.headers["x-router-backend"] == "local"
 
 
@@ -125,7 +125,7 @@ def test_aliases_20b(client: OpenAI, name: str) -> None:
                                   "openai.gpt-oss-120b-1:0"])
 def test_aliases_120b_go_to_cloud(client: OpenAI, name: str) -> None:
     raw = client.chat.completions.with_raw_response.create(model=name, messages=user("a"))
-    assert raw.parse().model == "gpt-oss-120b"
+    assert raw.parse().model == "openai.gpt-oss-120b-1:0"  # as Bedrock names it
     assert raw.headers["x-router-backend"] == "bedrock"
     assert raw.headers["x-router-reason"] == "vram_insufficient"
 

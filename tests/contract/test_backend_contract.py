@@ -209,7 +209,7 @@ async def test_errors_before_output(subject: Subject, backend: Backend, spec: di
         assert info.value.retry_after == 2
 
 
-@pytest.mark.parametrize("kind", ["cut", "malformed", "midstream_error", "no_terminator"])
+@pytest.mark.parametrize("kind", ["cut", "midstream_error", "no_terminator"])
 async def test_broken_streams_raise(subject: Subject, backend: Backend, kind: str) -> None:
     fault(subject, kind=kind, after_tokens=3)
     got: list[StreamEvent] = []
@@ -217,6 +217,25 @@ async def test_broken_streams_raise(subject: Subject, backend: Backend, kind: st
         async for e in backend.stream(call(subject, stream=True)):
             got.append(e)
     assert not any(e.finish_reason for e in got)
+
+
+async def test_malformed_chunk_is_a_marker_or_a_stream_error(subject: Subject,
+                                                               backend: Backend) -> None:
+    """A chunk that cannot be decoded is yielded as one `malformed` marker carrying nothing
+    (the stream session skips it) and the stream goes on; where the framing itself is broken
+    (an event-stream frame with a bad CRC: botocore's parser cannot resume) it is a
+    BackendStreamError. Never a truncated answer that looks complete."""
+    fault(subject, kind="malformed", after_tokens=3)
+    got: list[StreamEvent] = []
+    try:
+        async for e in backend.stream(call(subject, stream=True)):
+            got.append(e)
+    except BackendStreamError:
+        assert not any(e.finish_reason for e in got)
+        return
+    bad = [e for e in got if e.malformed]
+    assert len(bad) == 1 and got[-1].finish_reason is not None
+    assert not any(e.content or e.reasoning or e.tool_calls or e.finish_reason for e in bad)
 
 
 async def test_stall_is_a_timeout_not_a_hang(subject: Subject, backend: Backend) -> None:

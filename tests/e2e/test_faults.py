@@ -255,7 +255,8 @@ def test_failover_accounting(stack: Stack, stream: bool) -> None:
     rid = f"acct-{int(stream)}-{time.monotonic_ns()}"
     out = call(stack.url, stream=stream, headers={"x-request-id": rid})
     out.assert_complete("bedrock")
-    assert out.model == "gpt-oss-20b" and out.headers["x-request-id"] == rid
+    assert out.model == "openai.gpt-oss-20b-1:0"  # the fallback's model, as Bedrock names it
+    assert out.headers["x-request-id"] == rid
     assert out.reason == "failover_after=backend_unavailable"
     assert _metric(stack.url, "router_failovers_total", from_backend="local",
                    reason="backend_unavailable") == failovers + 1

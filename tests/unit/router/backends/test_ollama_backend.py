@@ -262,7 +262,22 @@ def test_retry_after_parsing() -> None:
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
 
 
-@pytest.mark.parametrize("kind", ["midstream_error", "cut", "malformed", "no_terminator"])
+async def test_malformed_stream_line_is_a_marker_and_the_stream_goes_on(
+        backend: OllamaBackend, sim: OllamaSim) -> None:
+    """One undecodable NDJSON line is one `malformed` marker (the stream session skips it);
+    the lines after it still arrive, up to the final event."""
+    sim.faults.add([Fault(kind="malformed", after_tokens=2)])
+    events: list[StreamEvent] = []
+    await collect(backend, call(), events)
+    assert [i for i, e in enumerate(events) if e.malformed] == [2]
+    bad = events[2]
+    assert bad.content is None and bad.reasoning is None and bad.finish_reason is None
+    assert events[-1].finish_reason == "stop"
+    assert "".join(e.content or "" for e in events) == "".join(
+        e.content or "" for e in await collect(backend, call()))
+
+
+@pytest.mark.parametrize("kind", ["midstream_error", "cut", "no_terminator"])
 async def test_broken_streams(backend: OllamaBackend, sim: OllamaSim, kind: str) -> None:
     sim.faults.add([Fault(kind=kind, after_tokens=2)])
     events: list[StreamEvent] = []
@@ -433,7 +448,9 @@ async def test_missing_ids_are_generated_and_http_dates_honoured() -> None:
 
 @pytest.mark.parametrize("bad", [b"[1, 2]", b'{"message": {"tool_calls": [1]}, "done": false}',
                                  b'{"message": "text", "done": true}', b"\xff\xfe"])
-async def test_wrong_shapes_are_stream_errors(bad: bytes) -> None:
+async def test_wrong_shapes_are_errors_or_skipped_lines(bad: bytes) -> None:
+    """A whole answer of the wrong shape is a stream error; in a stream, such a line is one
+    `malformed` marker (skipped by the stream session) and the cut that follows an error."""
     async def handler(request: web.Request) -> web.StreamResponse:
         if not (await request.json())["stream"]:
             return web.Response(body=bad, content_type="application/json")
@@ -451,7 +468,7 @@ async def test_wrong_shapes_are_stream_errors(bad: bytes) -> None:
         events: list[StreamEvent] = []
         with pytest.raises(BackendStreamError):
             await collect(b, call(), events)
-        assert [e.content for e in events] == ["ok"]
+        assert [(e.content, e.malformed) for e in events] == [("ok", False), (None, True)]
     finally:
         await b.aclose()
         await runner.cleanup()

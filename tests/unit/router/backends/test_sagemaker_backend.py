@@ -619,7 +619,20 @@ async def test_no_finish_and_no_done_is_a_stream_error(
         await raw_stream(srv)
 
 
-@pytest.mark.parametrize("bad", [b"data: {not json}\n\n", b"data: \xff\xfe\n\n",
+@pytest.mark.parametrize("bad", [b"data: {not json}\n\n", b"data: [1, 2]\n\n"])
+async def test_undecodable_payload_is_a_marker_and_the_stream_goes_on(
+    raw_server: tuple[SimServer, list[bytes]], bad: bytes
+) -> None:
+    srv, parts = raw_server
+    parts.extend([chunk({"content": "ok"}), bad, chunk({"content": "!"}), chunk({}, "stop"),
+                  b"data: [DONE]\n\n"])
+    events = await raw_stream(srv)
+    assert [(e.content, e.malformed) for e in events[:3]] == [
+        ("ok", False), (None, True), ("!", False)]
+    assert events[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("bad", [b"data: \xff\xfe\n\n",
                                  sse({"error": {"message": "boom", "code": 500}})])
 async def test_bad_payloads_are_stream_errors(
     raw_server: tuple[SimServer, list[bytes]], bad: bytes
@@ -656,8 +669,8 @@ def test_assembler_rules() -> None:
         asm.final()
     with pytest.raises(BackendStreamError):
         asm.chunk({"error": {"message": "x"}})
-    with pytest.raises(BackendStreamError):
-        asm.chunk(["not", "an", "object"])
+    assert asm.chunk(["not", "an", "object"]) == [StreamEvent(malformed=True)]
+    assert asm.payload("{not json") == [StreamEvent(malformed=True)]
     bad = ChunkAssembler("sm")
     bad.chunk({"choices": [{"index": 0, "delta": {"tool_calls": [
         {"index": 0, "function": {"arguments": "{}"}}]}}]})
