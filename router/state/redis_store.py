@@ -26,40 +26,30 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import datetime as dt
 import itertools
 import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
-from router.state import redis_replicas
 from router.state.base import (
-    BreakerCause,
-    BreakerName,
-    BreakerState,
     Lease,
-    ReplicaInfo,
-    SlotLoad,
-    StoreSnapshot,
 )
 from router.state.memory import EWMA_ALPHA
 from router.state.redis_connection import connect, redact_url
+from router.state.redis_records import SPEND_TTL_S, RedisRecords
 from router.state.redis_scripts import ACQUIRE_LUA, EWMA_LUA, RELEASE_LUA
 
 __all__ = ["SPEND_TTL_S", "RedisStore", "StoreUnavailable", "redact_url"]
 
 log = logging.getLogger("router.state")
 T = TypeVar("T")
-SPEND_TTL_S = 2 * 86400
-_BREAKER_NAMES: dict[str, BreakerName] = {n: n for n in ("closed", "open", "half_open")}
-_BREAKER_CAUSES: dict[str, BreakerCause] = {n: n for n in ("request", "probe")}
 
 
 class StoreUnavailable(Exception):
@@ -74,7 +64,7 @@ class _Waiter:
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class RedisStore:
+class RedisStore(RedisRecords):
     kind = "redis"
 
     def __init__(
@@ -122,10 +112,6 @@ class RedisStore:
 
     def _slot_keys(self, key: str) -> list[str]:
         return [self._k(key, "held"), self._k(key, "queue"), self._k(key, "qexp")]
-
-    def _spend_key(self, spend_key: str, now: float) -> str:
-        day = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
-        return f"{self.prefix}spend:{day}:{spend_key}"
 
     async def _rt(self, aw: Awaitable[T], background: bool = False) -> T:
         """One bounded, counted round trip."""
@@ -317,83 +303,11 @@ class RedisStore:
         for w in self._by_token.values():
             w.event.set()
 
-    # ---- service time, breakers, spend, snapshot ------------------------------------------
+    # ---- service time (the breakers, spend, blobs, replicas and snapshot: RedisRecords) ---
 
     async def record_service_time(self, key: str, seconds: float) -> None:
         await self._start()
         await self._rt(self._ewma(keys=[self._k(key, "svc")], args=[seconds, EWMA_ALPHA]))
-
-    async def get_breaker(self, backend: str) -> BreakerState:
-        raw = await self._rt(self._redis.hgetall(f"{self.prefix}breaker:{backend}"))
-        return _parse_breaker(raw)
-
-    async def set_breaker(self, backend: str, state: BreakerState) -> None:
-        mapping: dict[FieldT, EncodableT] = {
-            "state": state.state, "failures": state.failures,
-            "opened_at": state.opened_at, "open_for_s": state.open_for_s,
-            "opened_by": state.opened_by or "",  # older replicas ignore the field
-        }
-        await self._rt(self._redis.hset(f"{self.prefix}breaker:{backend}", mapping=mapping))
-
-    async def add_spend(self, spend_key: str, usd: float) -> float:
-        k = self._spend_key(spend_key, self._clock())
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incrbyfloat(k, usd)
-        pipe.expire(k, SPEND_TTL_S)
-        total, _ = await self._rt(pipe.execute())
-        return float(total)
-
-    async def put_blob(self, key: str, data: str, ttl_s: float) -> None:
-        await self._rt(self._redis.set(f"{self.prefix}blob:{key}", data,
-                                       px=max(1, int(ttl_s * 1000))))
-
-    async def get_blob(self, key: str) -> str | None:
-        value = await self._rt(self._redis.get(f"{self.prefix}blob:{key}"))
-        return None if value is None else str(value)
-
-    async def delete_blob(self, key: str) -> bool:
-        return bool(await self._rt(self._redis.delete(f"{self.prefix}blob:{key}")))
-
-    async def heartbeat(self, info: ReplicaInfo, ttl_s: float) -> None:
-        pipe = redis_replicas.heartbeat_pipeline(self._redis, self.prefix, info, ttl_s,
-                                                 self._clock())
-        await self._rt(pipe.execute(), background=True)
-
-    async def replicas(self) -> list[ReplicaInfo]:
-        index = redis_replicas.index_key(self.prefix)
-        ids = await self._rt(self._redis.zrangebyscore(index, f"({self._clock()!r}", "+inf"))
-        if not ids:
-            return []
-        pipe = redis_replicas.records_pipeline(self._redis, self.prefix, [str(i) for i in ids])
-        return redis_replicas.parse_records(await self._rt(pipe.execute()))
-
-    async def snapshot(
-        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
-    ) -> StoreSnapshot:
-        snap = StoreSnapshot()
-        if not (slot_keys or backends or spend_keys):
-            return snap
-        now = self._clock()
-        live = f"({now!r}"
-        pipe = self._redis.pipeline(transaction=False)
-        for key in slot_keys:
-            pipe.zcount(self._k(key, "held"), live, "+inf")
-            pipe.zcount(self._k(key, "qexp"), live, "+inf")
-            pipe.get(self._k(key, "svc"))
-        for b in backends:
-            pipe.hgetall(f"{self.prefix}breaker:{b}")
-        for s in spend_keys:
-            pipe.get(self._spend_key(s, now))
-        res = iter(await self._rt(pipe.execute()))
-        for key in slot_keys:
-            held, queued, svc = next(res), next(res), next(res)
-            snap.slots[key] = SlotLoad(int(held), int(queued), None if svc is None else float(svc))
-        for b in backends:
-            snap.breakers[b] = _parse_breaker(next(res))
-        for s in spend_keys:
-            v = next(res)
-            snap.spend_usd[s] = 0.0 if v is None else float(v)
-        return snap
 
     # ---- health and lifecycle ------------------------------------------------------------
 
@@ -427,17 +341,3 @@ class RedisStore:
         self._held.clear()
         await self._redis.aclose()
 
-
-def _parse_breaker(raw: Mapping[Any, Any]) -> BreakerState:
-    if not raw:
-        return BreakerState()
-    try:
-        return BreakerState(
-            state=_BREAKER_NAMES.get(str(raw.get("state")), "closed"),
-            failures=int(raw.get("failures", 0)),
-            opened_at=float(raw.get("opened_at", 0.0)),
-            open_for_s=float(raw.get("open_for_s", 0.0)),
-            opened_by=_BREAKER_CAUSES.get(str(raw.get("opened_by"))),
-        )
-    except ValueError:
-        return BreakerState()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router import privacy
+from router import detector, privacy
 from router.errors import InvalidRequest
 from router.policy.schema import DETECTOR_KINDS, DetectorConfig, PrivacyConfig
 from router.privacy import PrivacyDecision, classify, detect, iban_valid, luhn_valid
@@ -191,7 +191,7 @@ def test_unknown_kind_is_an_error() -> None:
 
 
 def test_detector_table_matches_schema_kinds() -> None:
-    assert tuple(privacy._DETECTORS) == DETECTOR_KINDS
+    assert tuple(detector._DETECTORS) == DETECTOR_KINDS
 
 
 def test_non_ascii_digits_are_not_cards() -> None:

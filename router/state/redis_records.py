@@ -1,0 +1,131 @@
+"""The Redis store's plain-key records, one round trip each: breakers (`Pbreaker:B` hashes),
+daily spend (`Pspend:DAY:S`, TTL two days), blobs (`Pblob:N`, with a TTL), the replica
+registry (`redis_replicas.py`) and the snapshot that reads slots, breakers and spend in one
+pipeline. `RedisStore` (`redis_store.py`) mixes it in and owns the connection, the slot
+scripts, leases and queues; `_rt` (one bounded, counted round trip) and `_k` come from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from redis.typing import EncodableT, FieldT
+
+from router.state import redis_replicas
+from router.state.base import (
+    BreakerCause,
+    BreakerName,
+    BreakerState,
+    ReplicaInfo,
+    SlotLoad,
+    StoreSnapshot,
+)
+
+T = TypeVar("T")
+SPEND_TTL_S = 2 * 86400
+_BREAKER_NAMES: dict[str, BreakerName] = {n: n for n in ("closed", "open", "half_open")}
+_BREAKER_CAUSES: dict[str, BreakerCause] = {n: n for n in ("request", "probe")}
+
+
+class RedisRecords:
+    prefix: str
+    _redis: Any
+    _clock: Callable[[], float]
+
+    if TYPE_CHECKING:
+        async def _rt(self, aw: Awaitable[T], background: bool = False) -> T: ...
+
+        def _k(self, key: str, part: str) -> str: ...
+
+    def _spend_key(self, spend_key: str, now: float) -> str:
+        day = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
+        return f"{self.prefix}spend:{day}:{spend_key}"
+
+    async def get_breaker(self, backend: str) -> BreakerState:
+        raw = await self._rt(self._redis.hgetall(f"{self.prefix}breaker:{backend}"))
+        return _parse_breaker(raw)
+
+    async def set_breaker(self, backend: str, state: BreakerState) -> None:
+        mapping: dict[FieldT, EncodableT] = {
+            "state": state.state, "failures": state.failures,
+            "opened_at": state.opened_at, "open_for_s": state.open_for_s,
+            "opened_by": state.opened_by or "",  # older replicas ignore the field
+        }
+        await self._rt(self._redis.hset(f"{self.prefix}breaker:{backend}", mapping=mapping))
+
+    async def add_spend(self, spend_key: str, usd: float) -> float:
+        k = self._spend_key(spend_key, self._clock())
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incrbyfloat(k, usd)
+        pipe.expire(k, SPEND_TTL_S)
+        total, _ = await self._rt(pipe.execute())
+        return float(total)
+
+    async def put_blob(self, key: str, data: str, ttl_s: float) -> None:
+        await self._rt(self._redis.set(f"{self.prefix}blob:{key}", data,
+                                       px=max(1, int(ttl_s * 1000))))
+
+    async def get_blob(self, key: str) -> str | None:
+        value = await self._rt(self._redis.get(f"{self.prefix}blob:{key}"))
+        return None if value is None else str(value)
+
+    async def delete_blob(self, key: str) -> bool:
+        return bool(await self._rt(self._redis.delete(f"{self.prefix}blob:{key}")))
+
+    async def heartbeat(self, info: ReplicaInfo, ttl_s: float) -> None:
+        pipe = redis_replicas.heartbeat_pipeline(self._redis, self.prefix, info, ttl_s,
+                                                 self._clock())
+        await self._rt(pipe.execute(), background=True)
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        index = redis_replicas.index_key(self.prefix)
+        ids = await self._rt(self._redis.zrangebyscore(index, f"({self._clock()!r}", "+inf"))
+        if not ids:
+            return []
+        pipe = redis_replicas.records_pipeline(self._redis, self.prefix, [str(i) for i in ids])
+        return redis_replicas.parse_records(await self._rt(pipe.execute()))
+
+    async def snapshot(
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+    ) -> StoreSnapshot:
+        snap = StoreSnapshot()
+        if not (slot_keys or backends or spend_keys):
+            return snap
+        now = self._clock()
+        live = f"({now!r}"
+        pipe = self._redis.pipeline(transaction=False)
+        for key in slot_keys:
+            pipe.zcount(self._k(key, "held"), live, "+inf")
+            pipe.zcount(self._k(key, "qexp"), live, "+inf")
+            pipe.get(self._k(key, "svc"))
+        for b in backends:
+            pipe.hgetall(f"{self.prefix}breaker:{b}")
+        for s in spend_keys:
+            pipe.get(self._spend_key(s, now))
+        res = iter(await self._rt(pipe.execute()))
+        for key in slot_keys:
+            held, queued, svc = next(res), next(res), next(res)
+            snap.slots[key] = SlotLoad(int(held), int(queued), None if svc is None else float(svc))
+        for b in backends:
+            snap.breakers[b] = _parse_breaker(next(res))
+        for s in spend_keys:
+            v = next(res)
+            snap.spend_usd[s] = 0.0 if v is None else float(v)
+        return snap
+
+
+def _parse_breaker(raw: Mapping[Any, Any]) -> BreakerState:
+    if not raw:
+        return BreakerState()
+    try:
+        return BreakerState(
+            state=_BREAKER_NAMES.get(str(raw.get("state")), "closed"),
+            failures=int(raw.get("failures", 0)),
+            opened_at=float(raw.get("opened_at", 0.0)),
+            open_for_s=float(raw.get("open_for_s", 0.0)),
+            opened_by=_BREAKER_CAUSES.get(str(raw.get("opened_by"))),
+        )
+    except ValueError:
+        return BreakerState()
