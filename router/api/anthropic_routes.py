@@ -42,7 +42,6 @@ from router.api.anthropic_wire import (
 from router.api.edge import client_context, meta_headers
 from router.api.error_responses import from_validation_error
 from router.api.request_body import (
-    _LARGE_PARSES,
     CLIENT_GONE_OUTCOME,
     CLIENT_GONE_STATUS,
     OFFLOAD_BYTES,
@@ -52,6 +51,7 @@ from router.api.request_body import (
     check_content_type,
     check_counts,
     check_depth,
+    large_parse,
     parse_json,
     read_body,
 )
@@ -83,8 +83,8 @@ def decode(raw: bytes, limits: BodyLimits, *, count_only: bool = False) -> ChatR
 
 
 def _decode_large(raw: bytes, limits: BodyLimits, count_only: bool) -> ChatRequest:
-    with _LARGE_PARSES:  # the same bound on parsed trees in memory as the OpenAI surface
-        return decode(raw, limits, count_only=count_only)
+    # The same bound on parsed trees in memory as the other surfaces.
+    return large_parse(lambda: decode(raw, limits, count_only=count_only))
 
 
 def error_response(exc: BaseException, request_id: str,

@@ -48,7 +48,6 @@ from router.api.ollama_wire import (
     ollama_param,
 )
 from router.api.request_body import (
-    _LARGE_PARSES,
     CLIENT_GONE_OUTCOME,
     CLIENT_GONE_STATUS,
     OFFLOAD_BYTES,
@@ -57,6 +56,7 @@ from router.api.request_body import (
     check_content_type,
     check_counts,
     check_depth,
+    large_parse,
     parse_json,
     read_body,
 )
@@ -107,8 +107,7 @@ def _decode(raw: bytes, generate: bool, depth: int, limits: Any) -> tuple[Decode
 
 def _decode_large(raw: bytes, generate: bool, depth: int, limits: Any
                   ) -> tuple[Decoded, ChatRequest]:
-    with _LARGE_PARSES:
-        return _decode(raw, generate, depth, limits)
+    return large_parse(lambda: _decode(raw, generate, depth, limits))
 
 
 class OllamaRoutes:
