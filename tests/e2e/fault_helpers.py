@@ -39,6 +39,10 @@ reasoning token counts as a token for the idle limit).
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import orjson
 import pytest
 
 from tests.e2e.client import Outcome
@@ -71,3 +75,15 @@ def modes(*spec: str) -> pytest.MarkDecorator:
 ALL = ("local-whole", "local-stream", "bedrock-whole", "bedrock-stream", "sagemaker-whole",
        "sagemaker-stream")
 STREAMS = ("local-stream", "bedrock-stream", "sagemaker-stream")
+
+
+def audit_record(st: Stack, request_id: str) -> dict[str, Any]:
+    """The request's audit line (a stream's is written just after its last byte: poll)."""
+    deadline = time.monotonic() + 3
+    while True:
+        for line in st.audit_path.read_bytes().splitlines():
+            rec = orjson.loads(line)
+            if rec["request_id"] == request_id:
+                return rec  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"no audit record for {request_id}"
+        time.sleep(0.02)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
-import orjson
 import pytest
 
 from tests.e2e.client import HTTP, Outcome, call
@@ -29,6 +27,7 @@ from tests.e2e.fault_helpers import (
     READ_S,
     TTFT_S,
     attempts,
+    audit_record,
     modes,
     within,
 )
@@ -232,18 +231,6 @@ def _metric(url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def _audit_record(st: Stack, request_id: str) -> dict[str, Any]:
-    """The request's audit line (a stream's is written just after its last byte: poll)."""
-    deadline = time.monotonic() + 3
-    while True:
-        for line in st.audit_path.read_bytes().splitlines():
-            rec = orjson.loads(line)
-            if rec["request_id"] == request_id:
-                return rec  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"no audit record for {request_id}"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("stack", ["local"], indirect=True)
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_failover_accounting(stack: Stack, stream: bool) -> None:
@@ -261,7 +248,7 @@ def test_failover_accounting(stack: Stack, stream: bool) -> None:
     assert _metric(stack.url, "router_failovers_total", from_backend="local",
                    reason="backend_unavailable") == failovers + 1
     assert _metric(stack.url, "router_retries_total", backend="local") == retries + ATTEMPTS - 1
-    rec = _audit_record(stack, rid)
+    rec = audit_record(stack, rid)
     assert rec["backend"] == "bedrock" and rec["model"] == "gpt-oss-20b" and rec["status"] == 200
     assert [(a["backend"], a["outcome"]) for a in rec["attempts"]] == [
         ("local", "backend_unavailable"), ("bedrock", "ok")]

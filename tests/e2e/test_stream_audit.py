@@ -7,24 +7,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.e2e.client import EFFORT, HTTP, PIN, PROMPT
 from tests.e2e.conftest import Stack
-
-
-def _audit_record(st: Stack, request_id: str) -> dict[str, Any]:
-    """The request's audit line (a stream's is written just after its last byte: poll)."""
-    deadline = time.monotonic() + 3
-    while True:
-        for line in st.audit_path.read_bytes().splitlines():
-            rec = orjson.loads(line)
-            if rec["request_id"] == request_id:
-                return rec  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"no audit record for {request_id}"
-        time.sleep(0.02)
-
+from tests.e2e.fault_helpers import audit_record
 
 MESSAGES = [{"role": "user", "content": PROMPT}]
 # surface -> (path, body, the bytes that end a whole answer there)
@@ -63,7 +50,7 @@ def test_complete_stream_is_audited_ok(stack: Stack, backend: str) -> None:
     rid = f"whole-stream-{backend}-{time.monotonic_ns()}"
     seen = _stream_and_hang_up(stack.url, backend, rid)
     assert b'"finish_reason":"stop"' in seen and b'"error"' not in seen
-    rec = _audit_record(stack, rid)
+    rec = audit_record(stack, rid)
     assert (rec["outcome"], rec["status"], rec["backend"]) == ("ok", 200, backend), rec
 
 
@@ -74,5 +61,5 @@ def test_complete_bedrock_stream_is_audited_ok_on_every_surface(stack: Stack,
     rid = f"whole-stream-{surface}-{time.monotonic_ns()}"
     seen = _stream_and_hang_up(stack.url, "bedrock", rid, surface)
     assert SURFACES[surface][2] in seen
-    rec = _audit_record(stack, rid)
+    rec = audit_record(stack, rid)
     assert (rec["outcome"], rec["status"], rec["backend"]) == ("ok", 200, "bedrock"), rec
