@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from router.planner import RequestFacts
+from router.planner import Plan, RequestFacts
 from router.reasons import Reason
 from router.types import ChatRequest
 
@@ -43,3 +43,4 @@ class RequestContext:
     reason: Reason | None = None  # the final reason, set by the executor when served
     first_token_at: float | None = None
     admitted_at: float | None = None  # when the serving attempt got its local slot
+    plan: Plan | None = None  # the plan being run (set by the executor)

@@ -50,12 +50,13 @@ from router.errors import (
     RouterError,
     describe_exception,
 )
+from router.local_admission import LocalAdmission
 from router.planner import Candidate, Plan
 from router.policy.schema import Policy
 from router.reasons import Reason, ReasonCode
 from router.resilience.circuit import BreakerBook
 from router.resilience.retry import RetryBudget, call_with_retries
-from router.state.base import Lease, StateStore, slot_key
+from router.state.base import Lease, StateStore
 from router.stream_session import StreamSession as StreamSession
 from router.stream_session import aclose_quietly
 from router.types import ChatResult, StreamEvent
@@ -97,6 +98,7 @@ class Executor:
         self.sleep = sleep
         self.hooks = hooks or Hooks()
         self.budgets: dict[str, RetryBudget] = {}
+        self.admission = LocalAdmission(store, clock)
 
     # -- shared pieces -------------------------------------------------------------------
 
@@ -144,17 +146,10 @@ class Executor:
         return BackendCall(ctx.request, cand.model_id, ctx.facts.model, ctx.request_id)
 
     async def _admit(self, ctx: RequestContext, cand: Candidate) -> Lease | None:
-        wait = max(0.0, min(cand.max_wait_s, self._remaining(ctx)))
-        lease = await self.store.acquire_slot(slot_key(cand.backend, cand.model_id),
-                                              cand.slots, wait)
-        if lease is None:
-            raise QueueTimeout(
-                f"no local slot on '{cand.backend}' within {wait:.1f}s", backend=cand.backend)
-        return lease
+        return await self.admission.admit(ctx, cand)
 
     async def _release(self, lease: Lease | None) -> None:
-        if lease is not None:
-            await asyncio.shield(self.store.release_slot(lease))
+        await self.admission.release(lease)
 
     async def _run_candidates(
         self,
@@ -305,6 +300,7 @@ class Executor:
         async def attempt(cand: Candidate) -> ChatResult:
             return await self.backends[cand.backend].chat(self._call(ctx, cand))
 
+        ctx.plan = plan
         result, cand, lease = await self._run_candidates(ctx, plan, attempt, keep_lease=True)
         if lease is not None:
             # Service time runs from the slot grant (queueing is what the estimate predicts);
@@ -336,6 +332,7 @@ class Executor:
                 raise
             return agen, first
 
+        ctx.plan = plan
         (agen, first), cand, lease = await self._run_candidates(ctx, plan, attempt,
                                                                 keep_lease=True)
         ctx.first_token_at = self.clock()
