@@ -76,6 +76,8 @@ class Hooks:
     on_failover: Callable[[str, str], None] | None = None
     on_stream_error: Callable[[str, str], None] | None = None
     on_chunk_skipped: Callable[[str], None] | None = None  # a malformed chunk skipped
+    on_hedge: Callable[[str, str], None] | None = None  # (backend hedged, outcome: won|lost)
+    on_continuation: Callable[[str, str], None] | None = None  # (backend, outcome)
 
 
 class Executor:

@@ -136,6 +136,12 @@ class Metrics:
         )
         self.stream_chunks_skipped_total = counter(
             "stream_chunks_skipped", "Malformed stream chunks skipped.", ("backend",))
+        self.hedges_total = counter(
+            "hedges", "Hedged attempts started because the first token was late, by the "
+            "hedged backend and outcome (won, lost).", ("backend", "outcome"))
+        self.stream_continuations_total = counter(
+            "stream_continuations", "Broken streams continued on another backend, by the "
+            "continuing backend and outcome.", ("backend", "outcome"))
         self.cloud_spend_usd_total = counter(
             "cloud_spend_usd", "Estimated cloud spend in USD.", ("backend",)
         )

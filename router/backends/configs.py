@@ -46,6 +46,18 @@ class BackendConfigBase(BaseModel):
     )
     price: Price | None = None
     daily_budget_usd: float | None = Field(default=None, ge=0)
+    prefill: bool | None = Field(
+        default=None, description="continues a trailing assistant message (prefill); None: "
+        "the type's default (`prefill_default`)")
+
+    @property
+    def prefill_default(self) -> bool:
+        """Whether this type continues a trailing assistant message unless told otherwise."""
+        return False
+
+    @property
+    def supports_prefill(self) -> bool:
+        return self.prefill_default if self.prefill is None else self.prefill
 
     @model_validator(mode="after")
     def _local_has_capacity(self) -> BackendConfigBase:

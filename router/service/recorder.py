@@ -46,6 +46,9 @@ class Recorder:
                 backend=b, kind=k).inc(),
             on_chunk_skipped=lambda b: metrics.stream_chunks_skipped_total.labels(
                 backend=b).inc(),
+            on_hedge=lambda b, o: metrics.hedges_total.labels(backend=b, outcome=o).inc(),
+            on_continuation=lambda b, o: metrics.stream_continuations_total.labels(
+                backend=b, outcome=o).inc(),
         )
 
     def rejected(self, outcome: str) -> None:
