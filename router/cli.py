@@ -9,15 +9,18 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console, Group
 from rich.table import Table
 
 from router.policy.loader import PolicyError, default_policy, load_policy, policy_warnings
+
+if TYPE_CHECKING:
+    from router.settings import RouterSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="hybrid-router: one OpenAI-compatible endpoint over local Ollama and "
@@ -31,8 +34,11 @@ def serve(
     policy: Annotated[Optional[str], typer.Option(help="policy YAML (default: built-in)")] = None,  # noqa: UP045
     host: Annotated[Optional[str], typer.Option(help="bind address (default 127.0.0.1)")] = None,  # noqa: UP045
     port: Annotated[Optional[int], typer.Option(help="port (default 11435)")] = None,  # noqa: UP045
+    workers: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        min=1, max=64, help="worker processes on the one port (default 1); more than one "
+                            "needs ROUTER_REDIS_URL")] = None,
 ) -> None:
-    """Run the router."""
+    """Run the router (with --workers N: N processes sharing one port and the Redis state)."""
     from router.app import create_app
     from router.settings import RouterSettings
 
@@ -43,10 +49,18 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if workers is not None:
+        overrides["workers"] = workers
     settings = RouterSettings(**overrides)  # type: ignore[arg-type]
-    from router.server import configure_logging
+    from router.server import configure_logging, run_workers, workers_problem
 
+    if problem := workers_problem(settings):
+        err_console.print(problem, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
     configure_logging(settings)
+    if settings.workers > 1:
+        _serve_workers(settings, run_workers)
+        return
     try:
         asgi = create_app(settings)
     except PolicyError as exc:
@@ -59,6 +73,28 @@ def serve(
     from router.server import run
 
     run(asgi, settings)
+
+
+def _serve_workers(settings: RouterSettings,
+                   run_workers: Callable[[RouterSettings], int]) -> None:
+    """Check the policy once in the parent (so a bad file fails fast), then run the workers."""
+    if settings.policy_file:
+        try:
+            load_policy(settings.policy_file)
+        except PolicyError as exc:
+            for line in exc.lines:
+                err_console.print(line, markup=False)
+            raise typer.Exit(1) from None
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("router").warning("binding to %s: reachable beyond this machine",
+                                            settings.host)
+    try:
+        code = run_workers(settings)
+    except OSError as exc:
+        err_console.print(f"cannot listen on {settings.host}:{settings.port}: {exc}",
+                          markup=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 @app.command()

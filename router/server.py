@@ -12,15 +12,30 @@ once, so slow clients cannot exhaust file descriptors), and the soft RLIMIT_NOFI
 the hard limit. The protocol also gives each request scope the `router.connection` extension
 (`abort`), which a stalled streaming response uses to drop its connection. Body and send
 timeouts live in `api/guards.py` and `api/streaming.py`.
+
+Several workers (`workers` > 1, `hybrid-router serve --workers N`): `run_workers` binds the
+port once and starts N spawned worker processes that each build their own app and serve the
+same listening socket (the kernel hands each new connection to one of them). Each worker is a
+replica in the sense of the shared Redis store, which is therefore required (`workers_problem`):
+slots, breakers and spend must be one ledger, never one per worker. The limits above apply per
+worker (N workers accept up to N x `max_connections`). The parent forwards SIGTERM, SIGINT and
+SIGHUP to every worker, waits for their drains, and exits 0 when all exited 0; a worker that
+dies on its own stops the others and the parent exits 1, for the supervisor to restart it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import orjson
@@ -209,3 +224,109 @@ def run(app: Starlette, settings: RouterSettings) -> None:
     # place: make that handler a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     DrainingServer(build_config(app, settings), app.state.service, settings.grace_s).run()
+
+
+# --------------------------------------------------------------------------------------------
+# Several worker processes on one port
+# --------------------------------------------------------------------------------------------
+
+WORKERS_NEED_REDIS = (
+    "--workers {n} needs shared state: set ROUTER_REDIS_URL (for example "
+    "redis://127.0.0.1:6379/0). With the in-memory store every worker would keep its own "
+    "slots, breakers and spend, so together they could oversubscribe the GPU and overspend.")
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def workers_problem(settings: RouterSettings) -> str | None:
+    """Why `settings` cannot run with its `workers`, or None when it can."""
+    if settings.workers > 1 and not settings.redis_url:
+        return WORKERS_NEED_REDIS.format(n=settings.workers)
+    return None
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket every worker serves (bound once, by the parent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def worker_settings(settings: RouterSettings, index: int) -> RouterSettings:
+    """A worker's settings: one process, and its own replica id when one was given."""
+    update: dict[str, object] = {"workers": 1}
+    if settings.replica_id:
+        update["replica_id"] = f"{settings.replica_id}/w{index}"
+    return settings.model_copy(update=update)
+
+
+def _worker_main(settings: RouterSettings, sock: socket.socket) -> None:
+    """One worker (in a spawned process): its own app, serving the parent's socket."""
+    from router.app import create_app
+
+    configure_logging(settings)
+    app = create_app(settings)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    DrainingServer(build_config(app, settings), app.state.service,
+                   settings.grace_s).run(sockets=[sock])
+
+
+def run_workers(settings: RouterSettings) -> int:
+    """Serve with `settings.workers` processes on one port; the exit status for the command."""
+    problem = workers_problem(settings)
+    if problem:
+        raise ValueError(problem)
+    sock = bind_socket(settings.host, settings.port)
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[BaseProcess] = []
+    stopping = False
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if sig != signal.SIGHUP:
+            stopping = True
+        for p in procs:
+            if p.pid is not None and p.exitcode is None:
+                # SIGINT becomes SIGTERM: a terminal's Ctrl-C already reached every worker,
+                # and a second SIGINT would make uvicorn skip the drain.
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signal.SIGTERM if sig == signal.SIGINT else sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    try:
+        for i in range(settings.workers):
+            worker = ctx.Process(target=_worker_main, args=(worker_settings(settings, i), sock),
+                                 name=f"hybrid-router-worker-{i}", daemon=False)
+            worker.start()
+            procs.append(worker)
+        log.info("serving on %s:%d with %d workers (pids %s)", settings.host, settings.port,
+                 len(procs), ", ".join(str(p.pid) for p in procs))
+        while any(p.exitcode is None for p in procs):
+            multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None],
+                                            timeout=0.5)
+            died = [p for p in procs if p.exitcode is not None]
+            if died and not stopping:
+                log.error("worker %s exited (%s) on its own: stopping the others",
+                          died[0].name, died[0].exitcode)
+                stopping = True
+                forward(signal.SIGTERM, None)
+                for p in procs:
+                    p.join(settings.grace_s + 5)
+                    if p.exitcode is None:
+                        p.kill()
+                return 1
+        return 0 if all(p.exitcode == 0 for p in procs) else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for p in procs:
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+        sock.close()

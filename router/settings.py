@@ -15,6 +15,9 @@ class RouterSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="bind address (loopback unless told)")
     port: int = Field(default=11435, ge=0, le=65535)
+    workers: int = Field(
+        default=1, ge=1, le=64, description="worker processes on the one port; more than one "
+        "needs redis_url (slots, breakers and spend shared through Redis)")
     policy_file: str | None = Field(default=None, description="YAML policy; None = built-in")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     redis_url: str | None = Field(default=None, description="shared state for several replicas")

@@ -137,3 +137,81 @@ def test_demo_without_its_extra_names_it_in_one_line(missing: str) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr == "the demo needs the 'demo' extra: pip install 'hybrid-router[demo]'\n"
     assert proc.stdout == ""
+
+
+# -- serve --workers N (several processes on one port; the state must be shared) --------------
+
+def test_serve_workers_without_redis_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.server
+
+    monkeypatch.delenv("ROUTER_REDIS_URL", raising=False)
+    started: list[object] = []
+    monkeypatch.setattr(router.server, "run_workers", started.append)
+    result = runner.invoke(app, ["serve", "--workers", "2", "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert "--workers 2 needs shared state: set ROUTER_REDIS_URL" in result.output
+    assert started == []
+
+
+def test_serve_workers_setting_without_redis_refuses_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROUTER_REDIS_URL", raising=False)
+    monkeypatch.setenv("ROUTER_WORKERS", "3")
+    result = runner.invoke(app, ["serve", "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert "--workers 3 needs shared state" in result.output
+
+
+@pytest.mark.parametrize("n", ["0", "65"])
+def test_serve_workers_out_of_range_is_a_usage_error(n: str) -> None:
+    result = runner.invoke(app, ["serve", "--workers", n])
+    assert result.exit_code == 2
+
+
+def test_serve_workers_with_redis_runs_the_workers(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    import router.server
+    from router.settings import RouterSettings
+
+    monkeypatch.setenv("ROUTER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    policy = tmp_path / "p.yaml"
+    policy.write_text((ROOT / "policies/default.yaml").read_text())
+    seen: list[RouterSettings] = []
+
+    def fake_run_workers(settings: RouterSettings) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(router.server, "run_workers", fake_run_workers)
+    result = runner.invoke(app, ["serve", "--workers", "2", "--port", "0",
+                                 "--policy", str(policy)])
+    assert result.exit_code == 0, result.output
+    assert [(s.workers, s.redis_url, s.policy_file) for s in seen] == [
+        (2, "redis://127.0.0.1:6379/0", str(policy))]
+
+
+def test_serve_workers_checks_the_policy_before_starting_any(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.server
+
+    monkeypatch.setenv("ROUTER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    started: list[object] = []
+    monkeypatch.setattr(router.server, "run_workers", started.append)
+    bad = ROOT / "tests/fixtures/policies/invalid/unknown-backend.yaml"
+    result = runner.invoke(app, ["serve", "--workers", "2", "--policy", str(bad)])
+    assert result.exit_code == 1
+    assert "unknown backend 'bedrok'" in result.output
+    assert started == []
+
+
+def test_worker_settings_give_each_worker_its_own_replica_id() -> None:
+    from router.server import worker_settings, workers_problem
+    from router.settings import RouterSettings
+
+    base = RouterSettings(workers=2, redis_url="redis://x:6379/0", replica_id="gpu-host")
+    assert workers_problem(base) is None
+    assert workers_problem(RouterSettings(workers=1, redis_url=None)) is None
+    w = [worker_settings(base, i) for i in range(2)]
+    assert [(s.workers, s.replica_id, s.redis_url) for s in w] == [
+        (1, "gpu-host/w0", "redis://x:6379/0"), (1, "gpu-host/w1", "redis://x:6379/0")]
+    # No replica id given: each worker's default (hostname:pid) already differs.
+    assert worker_settings(RouterSettings(workers=2, replica_id=None), 0).replica_id is None
