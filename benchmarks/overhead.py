@@ -1,21 +1,26 @@
-"""Router overhead: the same fast upstream called directly and through the router.
+"""Router overhead: the same fast upstream called directly, through the thinnest proxy the
+stack allows, and through the router.
 
-Starts the Ollama simulator with zero token delay in its own process, the router (`python -m
-router.cli serve`) in another, and drives both from this process with an asyncio load
-generator: N workers sending requests back to back for a fixed time, after a warm-up that is
-not measured. Direct = the simulator's own OpenAI surface (`/v1/chat/completions`, same JSON
-body); router = the router's `/v1/chat/completions` (model `gpt-oss-20b`, routed to the same
+Starts the Ollama simulator with zero token delay in its own process, the thinnest proxy
+(`benchmarks/thin_proxy.py`: Starlette on uvicorn, uvloop, httptools, one pooled aiohttp
+session, bytes forwarded) and the router (`python -m router.cli serve`) in others, and drives
+them from this process with an asyncio load generator: N workers sending requests back to back
+for a fixed time, after a warm-up that is not measured. Direct = the simulator's own OpenAI
+surface (`/v1/chat/completions`, same JSON body); thin = that path through the thin proxy;
+router = the router's `/v1/chat/completions` (model `gpt-oss-20b`, routed to the same
 simulator). Non-streamed cells, and streamed ones (time to last byte) unless `--no-stream`.
-`--redis URL` adds a router on the shared Redis store, to report what the store adds. Each
-cell is measured in `--rounds` stretches that alternate between the targets, so a burst of
-other load on a shared machine hits direct and router alike.
+`--redis URL` adds a router on the shared Redis store (what the store costs), and with it
+`--workers N` (default 2; 1 = off) a router with N worker processes on that store (what more
+cores buy). Each cell is measured in `--rounds` stretches that alternate between the targets,
+so a burst of other load on a shared machine hits every target alike.
 
 Reports, per (target, mode, concurrency): requests per second, p50/p99/mean latency, errors
-and CPU milliseconds per request of each process; the router's added p50 and throughput ratio;
-its resident memory (VmRSS now, VmHWM peak). Prints a table, writes JSON. It measures, it does
+and CPU milliseconds per request of each process (a multi-worker router: all its processes);
+the comparisons and targets of `overhead_report.py` (the router as a fraction of the thin
+proxy, added latency over direct, Redis against memory, N workers against one); resident memory
+(VmRSS now, VmHWM peak; summed over workers). Prints a table, writes JSON. It measures, it does
 not assert: exit 0 unless the run itself broke (a process did not start, a preflight answer
-was malformed). Targets (2-core machine, one router worker): +1 ms p50 at concurrency 1;
->= 1500 req/s with no errors at concurrency 32; RSS < 150 MB; Redis adds < 1 ms p50.
+was malformed).
 
     python -m benchmarks.overhead [--duration 5] [--warmup 1] [--redis redis://127.0.0.1:6379/0]
 
@@ -58,6 +63,32 @@ from benchmarks.harness import (
     store_status,
     write_json,
 )
+from benchmarks.overhead_report import all_comparisons, print_report, r3, targets_report
+from benchmarks.thin_proxy import start_thin_proxy
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (a multi-worker router's workers), from /proc."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def memory_of(pid: int) -> dict[str, float | None]:
+    """VmRSS/VmHWM of a process, summed over its children when it has any (the workers)."""
+    workers = [p for p in child_pids(pid) if b"spawn_main" in _cmdline(p)]
+    parts = [memory_mb(p) for p in (workers or [pid])]
+    return {k: r3(sum(m[k] or 0.0 for m in parts), 1) for k in ("rss_mb", "hwm_mb")}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
 
 PROMPT = "In one sentence, why keep inference local when a GPU is available?"
 
@@ -68,10 +99,10 @@ PROMPT = "In one sentence, why keep inference local when a GPU is available?"
 
 @dataclass
 class Target:
-    name: str  # "direct", "router", "router+redis"
+    name: str  # "thin", "direct", "router", "router+redis", "router+redis-2w"
     url: str  # full chat-completions URL
     model: str
-    pids: dict[str, int]  # process name -> pid, for CPU accounting
+    pids: dict[str, int]  # process name -> pid, for CPU accounting (with its children)
 
 
 def chat_body(model: str, stream: bool) -> bytes:
@@ -139,7 +170,8 @@ async def measure(session: aiohttp.ClientSession, target: Target, *, stream: boo
             samples.append((t0, time.perf_counter(), ok))
 
     def cpu_now() -> dict[str, float]:
-        return {**{n: cpu_seconds(p) for n, p in target.pids.items()},
+        return {**{n: sum(cpu_seconds(x) for x in (p, *child_pids(p)))
+                    for n, p in target.pids.items()},
                 "loadgen": time.process_time()}
 
     cpu_before: dict[str, float] = {}
@@ -171,16 +203,12 @@ def cell_stats(target: str, stream: bool, concurrency: int,
         "concurrency": concurrency, "duration_s": round(secs, 3), "rounds": len(rounds),
         "requests": n, "errors": sum(r.errors for r in rounds),
         "rps": round(len(lat) / secs, 1),
-        "p50_ms": _r(percentile(lat, 50)), "p99_ms": _r(percentile(lat, 99)),
-        "mean_ms": _r(sum(lat) / len(lat) if lat else None), "max_ms": _r(lat[-1] if lat else None),
-        "cpu_ms_per_req": {k: _r(v * 1000 / n if n else None) for k, v in cpu.items()},
-        "cpu_cores": {k: _r(v / secs, 2) for k, v in cpu.items()},
+        "p50_ms": r3(percentile(lat, 50)), "p99_ms": r3(percentile(lat, 99)),
+        "mean_ms": r3(sum(lat) / len(lat) if lat else None), "max_ms": r3(lat[-1] if lat else None),
+        "cpu_ms_per_req": {k: r3(v * 1000 / n if n else None) for k, v in cpu.items()},
+        "cpu_cores": {k: r3(v / secs, 2) for k, v in cpu.items()},
         "failures": [f for r in rounds for f in r.failures][:5],
     }
-
-
-def _r(v: float | None, nd: int = 3) -> float | None:
-    return None if v is None else round(v, nd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,92 +257,6 @@ async def drive(targets: list[Target], args: argparse.Namespace) -> list[dict[st
     return cells
 
 
-def compare(cells: list[dict[str, Any]], base: str, other: str) -> list[dict[str, Any]]:
-    by = {(c["target"], c["mode"], c["concurrency"]): c for c in cells}
-    out = []
-    for (t, mode, conc), b in by.items():
-        o = by.get((other, mode, conc))
-        if t != base or o is None or b["p50_ms"] is None or o["p50_ms"] is None:
-            continue
-        out.append({"base": base, "target": other, "mode": mode, "concurrency": conc,
-                    "added_p50_ms": _r(o["p50_ms"] - b["p50_ms"]),
-                    "added_p99_ms": _r(o["p99_ms"] - b["p99_ms"]),
-                    "throughput_ratio": _r(o["rps"] / b["rps"] if b["rps"] else None)})
-    return out
-
-
-def targets_report(cells: list[dict[str, Any]], comparisons: list[dict[str, Any]],
-                   memory: dict[str, dict[str, float | None]]) -> dict[str, Any]:
-    def cmp(base: str, target: str, conc: int) -> dict[str, Any]:
-        return next((c for c in comparisons if c["base"] == base and c["target"] == target
-                     and c["mode"] == "json" and c["concurrency"] == conc), {})
-
-    def cell(target: str, conc: int) -> dict[str, Any]:
-        return next((c for c in cells if c["target"] == target and c["mode"] == "json"
-                     and c["concurrency"] == conc), {})
-
-    out: dict[str, Any] = {}
-    added = cmp("direct", "router", 1).get("added_p50_ms")
-    out["c1_added_p50_ms"] = {"value": added, "limit": 1.0,
-                              "met": added is not None and added <= 1.0}
-    c32 = cell("router", 32)
-    out["c32_router_rps"] = {"value": c32.get("rps"), "errors": c32.get("errors"),
-                             "limit": 1500,
-                             "met": bool(c32) and c32["rps"] >= 1500 and c32["errors"] == 0}
-    hwm = memory.get("router", {}).get("hwm_mb")
-    out["router_peak_rss_mb"] = {"value": hwm, "limit": 150, "met": hwm is not None and hwm < 150}
-    if "router+redis" in memory:
-        delta = cmp("router", "router+redis", 1).get("added_p50_ms")
-        out["redis_added_p50_ms"] = {"value": delta, "limit": 1.0,
-                                     "met": delta is not None and delta < 1.0}
-    return out
-
-
-def print_report(report: dict[str, Any]) -> None:
-    print(f"\nrouter overhead  ({report['machine']['cpus']} CPUs, Python "
-          f"{report['machine']['python']}, {report['config']['duration_s']} s per cell)")
-    load = report["machine"].get("loadavg_before")
-    print(f"load average before the run {load} (other processes share these CPUs); "
-          "cpu: CPU ms per request (router/upstream/load generator) and cores the router used")
-    head = (f"{'target':<13} {'mode':<6} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'errors':>6}  {'+p50 ms':>8} {'x rps':>6}  {'cpu ms/req':<19} {'cores':>5}")
-    print(head)
-    print("-" * len(head))
-    cmps = {(c["target"], c["mode"], c["concurrency"]): c for c in report["comparisons"]
-            if c["base"] == "direct"}
-    for c in report["cells"]:
-        k = cmps.get((c["target"], c["mode"], c["concurrency"]), {})
-        cpu = c["cpu_ms_per_req"]
-        cpu_s = "/".join(f"{cpu.get(n):.3f}" if cpu.get(n) is not None else "-"
-                         for n in (_router_key(c["target"]), "upstream", "loadgen"))
-        cores = c["cpu_cores"].get(_router_key(c["target"]))
-        print(f"{c['target']:<13} {c['mode']:<6} {c['concurrency']:>4} {c['rps']:>9.1f} "
-              f"{_f(c['p50_ms'])} {_f(c['p99_ms'])} {c['errors']:>6}  "
-              f"{_f(k.get('added_p50_ms'))} {_f(k.get('throughput_ratio'), 6, 2)}  "
-              f"{cpu_s:<19} {_f(cores, 5, 2)}")
-    for name, mem in report["memory"].items():
-        print(f"{name} resident memory: {mem['rss_mb']} MB now, {mem['hwm_mb']} MB peak")
-    for name, st in report.get("stores", {}).items():
-        if st.get("kind") != "memory":
-            print(f"{name} state store after the run: {st}")
-    for c in report["comparisons"]:
-        if c["base"] == "router":
-            print(f"shared store on Redis adds {c['added_p50_ms']} ms at p50, "
-                  f"{c['added_p99_ms']} ms at p99 ({c['mode']}, concurrency {c['concurrency']})")
-    print("targets:")
-    for name, t in report["targets"].items():
-        print(f"  {name:<20} {t['value']!s:>10}  (limit {t['limit']})  "
-              f"{'met' if t['met'] else 'MISSED'}")
-
-
-def _router_key(target: str) -> str:
-    return target if target.startswith("router") else "-"
-
-
-def _f(v: float | None, width: int = 8, nd: int = 3) -> str:
-    return f"{'-':>{width}}" if v is None else f"{v:>{width}.{nd}f}"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -322,9 +264,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
     p.add_argument("--rounds", type=int, default=5,
                    help="split each cell into this many rounds, alternating the targets")
-    p.add_argument("--concurrency", default="1,32", help="comma-separated levels")
+    p.add_argument("--concurrency", default="1,16,32", help="comma-separated levels")
     p.add_argument("--no-stream", action="store_true", help="skip the streamed cells")
     p.add_argument("--redis", metavar="URL", help="also run a router on this Redis store")
+    p.add_argument("--workers", type=int, default=2,
+                   help="with --redis, also a router with this many workers on it (1 = none)")
     p.add_argument("--quick", action="store_true", help="short cells (smoke test)")
     p.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     a = p.parse_args(argv)
@@ -352,21 +296,28 @@ def main(argv: list[str] | None = None) -> int:
             sim, sim_url = start_ollama_sim(logdir, parallel=64, token_delay_s=0.0)
             routers: list[tuple[str, dict[str, str]]] = [("router", {})]
             if args.redis:
-                routers.append(("router+redis", {"ROUTER_REDIS_URL": args.redis,
-                                                 "ROUTER_REDIS_PREFIX": redis_prefix}))
+                store = {"ROUTER_REDIS_URL": args.redis, "ROUTER_REDIS_PREFIX": redis_prefix}
+                routers.append(("router+redis", store))
+                if args.workers > 1:
+                    routers.append((f"router+redis-{args.workers}w",
+                                    {**store, "ROUTER_WORKERS": str(args.workers)}))
             started = [(n, *start_router(n.replace("+", "-"), overhead_policy(sim_url), logdir,
                                          env)) for n, env in routers]
+            thin, thin_url = start_thin_proxy(sim_url, logdir)
             sim.wait_ready()
+            thin.wait_ready()
             for _, child, _ in started:
                 child.wait_ready()
-            targets = [Target("direct", sim_url + "/v1/chat/completions", "gpt-oss:20b",
+            targets = [Target("thin", thin_url + "/v1/chat/completions", "gpt-oss:20b",
+                              {"thin": thin.pid, "upstream": sim.pid}),
+                       Target("direct", sim_url + "/v1/chat/completions", "gpt-oss:20b",
                               {"upstream": sim.pid})]
             targets += [Target(n, url + "/v1/chat/completions", "gpt-oss-20b",
                                {n: child.pid, "upstream": sim.pid}) for n, child, url in started]
             print(f"simulator pid {sim.pid}; " + "; ".join(
                 f"{n} pid {c.pid}" for n, c, _ in started), flush=True)
             cells = asyncio.run(drive(targets, args))
-            memory = {n: memory_mb(c.pid) for n, c, _ in started}
+            memory = {n: memory_of(c.pid) for n, c, _ in started}
             stores = {n: store_status(url) for n, _, url in started}
             for n, c, _ in started:
                 if c.proc.poll() is not None:
@@ -378,19 +329,17 @@ def main(argv: list[str] | None = None) -> int:
             stop_all()
             if args.redis:
                 clean_redis(args.redis, redis_prefix)
-    comparisons = compare(cells, "direct", "router")
-    if args.redis:
-        comparisons += compare(cells, "direct", "router+redis")
-        comparisons += compare(cells, "router", "router+redis")
+    comparisons = all_comparisons(cells)
     report = {
         "benchmark": "overhead", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {**machine(), "loadavg_before": load_before,
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "config": {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
                    "concurrency": args.concurrency, "stream": not args.no_stream,
-                   "redis": bool(args.redis), "quick": args.quick},
+                   "redis": bool(args.redis), "workers": args.workers if args.redis else 1,
+                   "quick": args.quick},
         "cells": cells, "comparisons": comparisons, "memory": memory, "stores": stores,
-        "targets": targets_report(cells, comparisons, memory),
+        "targets": targets_report(comparisons, memory),
     }
     write_json(args.out, report)
     print_report(report)

@@ -1,4 +1,5 @@
-"""The benchmarks run end to end: `benchmarks/overhead.py --quick` and `benchmarks/routing.py
+"""The benchmarks run end to end: `benchmarks/overhead.py --quick` (thin proxy, direct,
+router, router on Redis, two workers on Redis) and `benchmarks/routing.py
 --quick` as subprocesses (simulators and routers in their own processes), each must exit 0 and
 write well-formed JSON with the expected keys. Behaviour only, never speed: no timing, rate or
 latency is asserted, only shapes, counts, errors and the privacy invariant.
@@ -48,10 +49,10 @@ def test_overhead_quick_writes_every_cell(tmp_path: Path) -> None:
     assert data["benchmark"] == "overhead"
     assert {"date", "machine", "config", "cells", "comparisons", "memory", "stores",
             "targets"} <= set(data)
-    assert data["config"]["quick"] is True
+    assert data["config"]["quick"] is True and data["config"]["workers"] == 2
+    names = ("thin", "direct", "router", "router+redis", "router+redis-2w")
     cells = {(c["target"], c["mode"], c["concurrency"]): c for c in data["cells"]}
-    expected = {(t, m, c) for t in ("direct", "router", "router+redis")
-                for m in ("json", "stream") for c in (1, 32)}
+    expected = {(t, m, c) for t in names for m in ("json", "stream") for c in (1, 16, 32)}
     assert set(cells) == expected
     for key, cell in cells.items():
         assert cell["requests"] > 0, key
@@ -59,14 +60,19 @@ def test_overhead_quick_writes_every_cell(tmp_path: Path) -> None:
         assert cell["p50_ms"] is not None and cell["p50_ms"] <= cell["p99_ms"], key
         assert {"upstream", "loadgen"} <= set(cell["cpu_ms_per_req"]), key
     assert {(c["base"], c["target"]) for c in data["comparisons"]} == {
-        ("direct", "router"), ("direct", "router+redis"), ("router", "router+redis")}
-    for name in ("router", "router+redis"):
+        ("thin", "router"), ("thin", "router+redis"), ("direct", "thin"),
+        ("direct", "router"), ("direct", "router+redis"), ("router", "router+redis"),
+        ("router+redis", "router+redis-2w"), ("thin", "router+redis-2w"),
+        ("direct", "router+redis-2w")}
+    for name in ("router", "router+redis", "router+redis-2w"):
         assert data["memory"][name]["rss_mb"] > 0
         assert data["memory"][name]["hwm_mb"] >= data["memory"][name]["rss_mb"]
     assert data["stores"]["router"]["kind"] == "memory"
     assert data["stores"]["router+redis"]["kind"] == "redis"
-    _check_target_entries(data["targets"], {"c1_added_p50_ms", "c32_router_rps",
-                                            "router_peak_rss_mb", "redis_added_p50_ms"})
+    assert data["stores"]["router+redis-2w"]["kind"] == "redis"
+    _check_target_entries(data["targets"], {
+        "json_c32_vs_thin", "stream_c32_vs_thin", "c1_added_p50_ms", "c16_added_p99_ms",
+        "router_peak_rss_mb", "redis_vs_memory_c32", "workers_vs_one_c32"})
 
 
 @pytest.mark.slow
