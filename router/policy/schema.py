@@ -98,6 +98,7 @@ class StreamConfig(_Strict):
     idle_timeout_s: float = Field(default=30.0, gt=0)
     # Undecodable chunks skipped in a row before the stream counts as broken.
     max_malformed_in_a_row: int = Field(default=3, ge=1)
+    max_continuations: int = Field(default=1, ge=0)  # per request, after a break
 
 
 class Policy(_Strict):

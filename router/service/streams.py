@@ -1,8 +1,10 @@
 """Open streams: what a surface iterates, and the registry that drains them on shutdown.
 
 `OpenedStream` is returned by `RouterService.stream` once the first event has arrived (so the
-surface may send its status line and headers). Iterating it yields `StreamEvent`s; a failure
-after the first event raises a `BackendError` (with `meta`), which the surface ends in-band.
+surface may send its status line and headers). Iterating it yields `StreamEvent`s; a break
+after the first event is continued on the plan's next candidate where it can be
+(`continuation.py`: one stream, one finish, usage summed); one that cannot raises the break's
+`BackendError` (with `meta`), which the surface ends in-band.
 `aclose()` — always called, however the response ends — closes the upstream stream, releases
 the local slot, leaves the runtime and records the outcome once. A stream is `ok` once the
 surface has sent the event that finishes the answer, even if the client hangs up while the
@@ -20,6 +22,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 
+from router.continuation import ContinuedStream
 from router.errors import BackendError
 from router.route_meta import RouteMeta
 from router.service.admission import Prepared
@@ -36,7 +39,7 @@ class StreamRegistry:
     """The streams being read right now, for the drain on SIGTERM."""
 
     def __init__(self) -> None:
-        self.active: set[StreamSession] = set()
+        self.active: set[ContinuedStream] = set()
         self._drain_task: asyncio.Task[None] | None = None
 
     def begin_drain(self, grace_s: float) -> None:
@@ -69,7 +72,7 @@ class OpenedStream:
         self.outcome: str = StreamOutcome.CLIENT_DISCONNECTED
         self.status = CLIENT_CLOSED_STATUS
         self._prep = prep
-        self._session = session
+        self._session = ContinuedStream(session)
         self._recorder = recorder
         self._registry = registry
         self._events: AsyncGenerator[StreamEvent, None] | None = None
