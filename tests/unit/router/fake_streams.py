@@ -38,6 +38,7 @@ class ScriptBackend:
     local: bool = False
     scripts: list[list[Step]] = field(default_factory=list)
     calls: list[BackendCall] = field(default_factory=list)
+    probe_result: ProbeResult = field(default_factory=lambda: ProbeResult(ok=True))
 
     async def chat(self, call: BackendCall) -> ChatResult:
         raise AssertionError("streams only")
@@ -52,7 +53,7 @@ class ScriptBackend:
             yield step
 
     async def probe(self) -> ProbeResult:
-        return ProbeResult(ok=True)
+        return self.probe_result
 
     async def warm(self, model_id: str) -> None:
         return None
