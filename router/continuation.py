@@ -195,7 +195,7 @@ class ContinuedStream:
         """Yield the one stream; raise the break's BackendError when it cannot go on."""
         self._task = asyncio.current_task()
         attempt = _Attempt(Mode.FIRST, "")
-        broken: BackendError | None = None  # the first break: what the client sees if we stop
+        broken: BackendError | None = None  # the first break: what a mismatch shows
         while True:
             events = self.session.events()
             try:
@@ -222,7 +222,7 @@ class ContinuedStream:
                 broken = broken or exc
                 mode = await self._continue(exc, attempt)
                 if mode is None:
-                    raise broken from None
+                    raise  # the break that ended it (a continuing stream's own, if it broke)
                 attempt = _Attempt(mode, self.delivered)
 
     # -- continuing ----------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Scripted stream backends for the continuation tests: each call plays the next script, a list
-of events and errors (an error before any event fails the attempt, after one breaks the
-stream)."""
+of events, errors (an error before any event fails the attempt, after one breaks the stream)
+and gates (the stream waits there until released)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,16 @@ from router.backends.base import BackendCall, ProbeResult
 from router.errors import BackendError, BackendStreamError
 from router.types import ChatResult, StreamEvent, ToolCall, Usage
 
-Step = StreamEvent | BackendError
+
+@dataclass
+class Gate:
+    """A step that waits: `reached` is set when the stream gets there, `release` lets it on."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Step = StreamEvent | BackendError | Gate
 
 
 def cut(code: str = "stream_truncated") -> BackendStreamError:
@@ -47,6 +57,10 @@ class ScriptBackend:
         self.calls.append(call)
         script = self.scripts.pop(0) if self.scripts else text("fallback answer")
         for step in script:
+            if isinstance(step, Gate):
+                step.reached.set()
+                await step.release.wait()
+                continue
             if isinstance(step, BackendError):
                 step.backend = self.name
                 raise step

@@ -6,6 +6,7 @@ usage summed; never after a tool call, never across the privacy boundary, at mos
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from router.reasons import Reason, ReasonCode
 from router.resilience.circuit import BreakerBook
 from router.state.memory import MemoryStore
 from router.types import ChatRequest, Message, StreamEvent, Usage
-from tests.unit.router.fake_streams import ScriptBackend, Step, cut, text, tool_call
+from tests.unit.router.fake_streams import Gate, ScriptBackend, Step, cut, text, tool_call
 from tests.unit.router.test_executor import Clock, ctx
 
 MODELS = {"local": "gpt-oss:20b", "local2": "gpt-oss:20b", "bedrock": "openai.gpt-oss-20b-1:0"}
@@ -71,8 +72,10 @@ class Run:
         self.events: list[StreamEvent] = []
         self.error: BackendError | None = None
 
-    async def go(self) -> Run:
-        stream = ContinuedStream(await self.ex.open_stream(self.ctx, self.plan))
+    async def go(self, opened: asyncio.Event | None = None) -> Run:
+        self.stream = stream = ContinuedStream(await self.ex.open_stream(self.ctx, self.plan))
+        if opened is not None:
+            opened.set()
         try:
             async for ev in stream.events():
                 self.events.append(ev)
@@ -222,7 +225,7 @@ async def test_a_content_filter_is_not_continued() -> None:
 
 async def test_at_most_max_continuations() -> None:
     r = await Run(first=BROKEN, then=[[*text("ld", finish=False), cut()]]).go()
-    assert r.error is not None and r.error.backend == "local"  # the first break is shown
+    assert r.error is not None and r.error.backend == "bedrock"  # the break that ended it
     assert r.text == "Hello world" and not r.finishes
     assert r.counted == [("bedrock", "broken")]
     assert r.attempts == [("local", "stream_truncated"), ("bedrock", "stream_truncated")]
@@ -235,3 +238,18 @@ async def test_no_candidate_left_counts_unavailable() -> None:
                                                        status=403)]]).go()
     assert r.error is not None and r.error.code == "stream_truncated"
     assert r.counted == [("local", "unavailable")]
+
+
+@pytest.mark.parametrize("where", ["mid_stream", "opening"])
+async def test_the_shutdown_grace_ends_a_continuation_in_band(where: str) -> None:
+    gate = Gate()
+    then: list[Step] = [*text("ld", finish=False), gate] if where == "mid_stream" else [gate]
+    r = Run(first=BROKEN, then=[[*then, *text("!")]])
+    opened = asyncio.Event()
+    task = asyncio.create_task(r.go(opened))
+    await opened.wait()
+    await gate.reached.wait()
+    r.stream.interrupt("the router is shutting down")
+    await task
+    assert r.error is not None and r.error.code == "stream_interrupted" and not r.finishes
+    assert r.text == ("Hello world" if where == "mid_stream" else "Hello wor")
