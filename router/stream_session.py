@@ -9,6 +9,9 @@ A chunk the backend could not decode (`StreamEvent.malformed`) is skipped: logge
 request id and count, never its text), counted (`Hooks.on_chunk_skipped`), and the stream
 goes on; `stream.max_malformed_in_a_row` of them in a row end it as broken
 (`stream_malformed`).
+
+A session is one upstream stream. What a surface reads wraps it (`continuation.py`): a break
+raised here may be continued on the plan's next candidate in a new session.
 """
 
 from __future__ import annotations
