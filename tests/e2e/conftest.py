@@ -255,3 +255,17 @@ def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Iterator[Stack]:
     st.settle()
     yield st
     st.settle()
+
+
+# -- the fault table (rows collected by `fault_helpers.record`) --------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def fault_table() -> Iterator[None]:
+    """At session end, writes the fault suite's table as markdown to `$HR_FAULT_TABLE` (when
+    set and some case recorded a row)."""
+    yield
+    from tests.e2e import fault_helpers  # here: fault_helpers imports this module
+
+    path = fault_helpers.table_path()
+    if path and fault_helpers.TABLE:
+        fault_helpers.write_table(path)
