@@ -1,8 +1,10 @@
 """The fault suite, per-request faults: scripted simulator faults before any output reached the
 client, against a real router process (docs/design.md, Failure semantics). A fault is retried on
-the same backend,
-then failed over; a context-window or content-filter answer is not retried; the answer, the
-metrics and the audit log agree on which backend served it.
+the same backend, then failed over, except silence (no answer, no first token in time), which
+issue 12's executor does not retry on the same backend (it fails over, or hedges the first
+token); a context-window or content-filter answer is not retried; the answer, the metrics and
+the audit log agree on which backend served it. (`fault_helpers.HEDGE` and `OLLAMA_CONTEXT` say
+which contract this checkout has; the matrix of every fault is `test_fault_suite.py`.)
 
 The pass criteria every test states and the time scale are described in `fault_helpers.py`; the
 other fault modules are `test_fault_streams.py` (after the first byte), `test_outage.py`
@@ -24,6 +26,8 @@ from tests.e2e.fault_helpers import (
     ALL,
     ATTEMPTS,
     BIG_PROMPT,
+    HEDGE,
+    OLLAMA_CONTEXT,
     READ_S,
     TTFT_S,
     attempts,
@@ -89,8 +93,19 @@ def test_no_response_at_all_times_out_and_fails_over(stack: Stack, stream: bool)
     stack.fault(stack.primary, "hang", times=-1)
     out = call(stack.url, stream=stream)
     out.assert_complete(stack.fallback)
-    assert out.reason == "failover_after=backend_timeout"
     limit = TTFT_S if stream else READ_S
+    _silence_failed_over(stack, out, limit)
+
+
+def _silence_failed_over(stack: Stack, out: Outcome, limit: float) -> None:
+    """Silence: not retried on the same backend (issue 12; a stream may hedge before `limit`),
+    answered under 15 s unscaled; before it: `ATTEMPTS` timeouts, then the fallback."""
+    if HEDGE:
+        assert out.elapsed < 1.5, out.describe()
+        assert attempts(stack) == (1, 1), out.describe()
+        assert out.reason, out.describe()
+        return
+    assert out.reason == "failover_after=backend_timeout"
     assert out.elapsed >= ATTEMPTS * limit * 0.95, out.describe()
     within(out, ATTEMPTS * limit + 0.3)
     assert attempts(stack) == (ATTEMPTS, 1)
@@ -101,9 +116,7 @@ def test_first_token_after_20s_fails_over(stack: Stack, stream: bool) -> None:
     stack.fault(stack.primary, "slow_first_token", delay_s=2.0, times=-1)
     out = call(stack.url, stream=stream)
     out.assert_complete(stack.fallback)
-    assert out.reason == "failover_after=backend_timeout"
-    within(out, ATTEMPTS * TTFT_S + 0.3)
-    assert attempts(stack) == (ATTEMPTS, 1)
+    _silence_failed_over(stack, out, TTFT_S)
 
 
 @modes("local-stream", "bedrock-stream", "sagemaker-stream")
@@ -111,9 +124,14 @@ def test_first_token_inside_the_limit_is_served(stack: Stack, stream: bool) -> N
     """Control: a first token slower than usual but inside the limit is not cut off."""
     stack.fault(stack.primary, "slow_first_token", delay_s=TTFT_S / 2)
     out = call(stack.url, stream=stream)
-    out.assert_complete(stack.primary)
     within(out, TTFT_S / 2)
-    assert attempts(stack) == (1, 0)
+    if HEDGE and out.backend == stack.fallback:  # a hedge may start, and win, before it
+        out.assert_complete(stack.fallback)
+        assert attempts(stack) == (1, 1)
+        return
+    out.assert_complete(stack.primary)
+    primary, fallback = attempts(stack)
+    assert primary == 1 and fallback <= (1 if HEDGE else 0), (primary, fallback)
 
 
 @modes(*ALL)
@@ -179,12 +197,18 @@ def test_prompt_over_local_window_goes_to_bedrock(stack: Stack, stream: bool) ->
 
 @modes("local-whole", "local-stream")
 def test_context_exceeded_from_ollama_is_a_clean_400(stack: Stack, stream: bool) -> None:
-    """Ollama's 400 carries no structured context signal: returned with its reason, once."""
+    """Ollama's context-window refusal: mapped to context_length_exceeded, it moves to
+    Bedrock's larger window (issue 12); before that mapping, a plain 400 with its reason."""
     stack.fault("local", "context_exceeded")
     out = call(stack.url, stream=stream)
+    within(out, 0.2)
+    if OLLAMA_CONTEXT:
+        out.assert_complete("bedrock")
+        assert out.reason == "failover_after=context_length_exceeded", out.describe()
+        assert attempts(stack) == (1, 1)
+        return
     err = out.assert_clean_error(400)
     assert "context length" in err["message"]
-    within(out, 0.2)
     assert attempts(stack) == (1, 0)
 
 
