@@ -10,7 +10,8 @@ continuations left (`stream.max_continuations`, default 1), and time is left:
 - the target continues a trailing assistant message (`supports_prefill`): it gets the original
   messages plus the delivered text as that message, and only its new text is forwarded (an
   echo of the delivered text at its start is skipped); a 400 to the prefill counts as
-  "unsupported" and is never shown: the same target regenerates;
+  "unsupported" and is never shown: the same target regenerates, and so do later
+  continuations there (until the policy is reloaded);
 - otherwise the target regenerates, and its answer is forwarded only if it starts with exactly
   what was delivered (after whitespace normalisation), that part skipped; if not, the stream
   ends with the original break's in-band error, as without continuation.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -49,6 +51,9 @@ log = logging.getLogger("router.executor")
 
 # Breaks that are never continued: the shutdown grace ending a stream, and the router's bugs.
 NOT_CONTINUED = frozenset({"stream_interrupted", "internal_error"})
+
+# Backends that answered a prefill with a 400, per executor (a policy reload starts afresh).
+_REFUSED_PREFILL: weakref.WeakKeyDictionary[Executor, set[str]] = weakref.WeakKeyDictionary()
 
 
 class ContinuationOutcome(StrEnum):
@@ -286,7 +291,9 @@ class ContinuedStream:
             mode = Mode.RESTART
         else:
             cfg = ex.policy.backends.get(cand.backend)
-            mode = Mode.PREFILL if cfg is not None and cfg.supports_prefill else Mode.REGENERATE
+            prefill = (cfg is not None and cfg.supports_prefill
+                       and cand.backend not in _REFUSED_PREFILL.get(ex, ()))
+            mode = Mode.PREFILL if prefill else Mode.REGENERATE
         whole = self.ctx.plan
         plan = Plan(route=whole.route if whole else "", privacy=self.ctx.facts.privacy,
                     needed_tokens=whole.needed_tokens if whole else 0,
@@ -302,6 +309,9 @@ class ContinuedStream:
             record = _last_record(self.ctx, cand.backend)
             if record is not None:
                 record.outcome = "prefill_unsupported"
+            _REFUSED_PREFILL.setdefault(ex, set()).add(cand.backend)
+            log.warning("%s refused a prefill (400): regenerating there, and from now on",
+                        cand.backend)
             mode = Mode.REGENERATE
             try:
                 session = await ex.open_stream(dataclasses.replace(self.ctx), plan)

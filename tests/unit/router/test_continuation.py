@@ -186,6 +186,14 @@ async def test_a_400_to_the_prefill_is_unsupported_and_regenerates_there() -> No
     assert r.backends["bedrock"].last_messages()[-1]["role"] == "user"
     assert r.attempts == [("local", "stream_truncated"), ("bedrock", "prefill_unsupported"),
                           ("bedrock", "continuation_regenerated")]
+    # The next break on the same executor regenerates there at once.
+    again = Run(first=BROKEN, then=[text("Hello world!")])
+    again.ex, again.store = r.ex, r.store
+    r.backends["local"].scripts, r.backends["bedrock"].scripts = [BROKEN], [text("Hello world!")]
+    again.backends, again.ctx = r.backends, ctx(r.clock, stream=True)
+    await again.go()
+    assert again.text == "Hello world!" and len(r.backends["bedrock"].calls) == 3
+    assert r.backends["bedrock"].last_messages()[-1]["role"] == "user"
 
 
 async def test_only_reasoning_sent_restarts_and_its_events_follow() -> None:
