@@ -36,8 +36,10 @@ from tests.e2e.conftest import (
 from tests.e2e.fault_helpers import (
     ATTEMPTS,
     BIG_PROMPT,
+    CONTINUATION,
     OUTAGE_S,
     RECOVERY_BOUND_S,
+    record,
     within,
 )
 
@@ -172,7 +174,9 @@ def _rss_mib(pid: int) -> float:
 
 async def _load(st: Stack, first: int, count: int, tally: dict[str, int]) -> None:
     """`count` requests, 32 at a time: 1 in 5 streamed; faults on the local simulator: a 500
-    before every 10th, a cut after 5 tokens before every 25th, a 429 (Retry-After 0.1) every 40th.
+    before every 10th, a cut after 5 tokens before every 25th, a 429 (Retry-After 0.1) every
+    40th, an in-band error after 5 tokens every 50th (a cut or an error that a stream takes is
+    continued on Bedrock where the checkout has continuation, else ends in-band).
     """
     ollama = st.sims["local"].url
     sem = asyncio.Semaphore(32)
@@ -192,6 +196,9 @@ async def _load(st: Stack, first: int, count: int, tally: dict[str, int]) -> Non
                     tally["cuts"] += 1
                 if i % 40 == 0:
                     await fault("status", status=429, retry_after=0.1)
+                if i % 50 == 0:
+                    await fault("midstream_error", after_tokens=5)
+                    tally["cuts"] += 1
                 stream = i % 5 == 0
                 body = {"model": "gpt-oss-20b", "stream": stream,
                         "messages": [{"role": "user", "content": f"question {i % 97}"}]}
@@ -208,6 +215,12 @@ async def _load(st: Stack, first: int, count: int, tally: dict[str, int]) -> Non
                 tally["ok"] += complete
 
         await asyncio.gather(*(one(i) for i in range(first, first + count)))
+
+
+def _continuations(url: str) -> float:
+    text = HTTP.get(url + "/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("router_stream_continuations_total{"))
 
 
 @pytest.mark.slow
@@ -229,9 +242,15 @@ def test_memory_flat_over_10000_requests_with_faults(e2e_bedrock: SimServer,
             asyncio.run(_load(st, 2000, 8000, tally))
             st.wait_idle()
             grown = _rss_mib(st.router.proc.pid) - warm
+            record(st, None, "10,000 requests with faults (500, 429, cut, in-band error)",
+                   f"RSS {grown:+.1f} MiB after warm-up; {tally['ok']} whole, "
+                   f"{tally['broken']} broken in-band", time.monotonic() - started, scale=1.0)
             assert grown < 20, f"router RSS grew {grown:.1f} MiB over 8,000 requests after warm-up"
             assert tally["ok"] + tally["broken"] == 10_000, tally
             assert tally["broken"] <= tally["cuts"], tally  # only a scripted cut breaks a stream
+            if CONTINUATION:  # and each one a stream took was continued whole
+                assert tally["broken"] == 0, tally
+                assert _continuations(st.url) > 0
             assert time.monotonic() - started < 60
             st.settle()
         finally:
