@@ -1,20 +1,29 @@
 """Local admission: taking and giving back a slot on a local backend for one attempt.
 
 The executor calls `LocalAdmission.admit` before it attempts a local candidate and
-`release` on every path afterwards. Today a request waits in the store's FIFO queue up to the
-candidate's bound (`max_wait_s`, never past the request's deadline) and a `QueueTimeout` moves
-it to the next candidate.
+`release` on every path afterwards. A request waits in the store's queue up to the
+candidate's bound (`max_wait_s`, never past the request's deadline): private requests ahead
+of standard ones when the policy's `admission.private_first` holds. A `QueueTimeout` moves it
+to the next candidate: code `queue_timeout` when the bound ran out, `queue_spilled` when the
+store told a standard waiter to leave early (a private request took its place, or its
+predicted wait no longer fits what is left of its bound).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from enum import StrEnum
 
 from router.context import RequestContext
 from router.errors import QueueTimeout
 from router.planner import Candidate
-from router.state.base import Lease, StateStore, slot_key
+from router.state.base import Lease, Priority, SlotRequest, StateStore, slot_key
+
+
+class QueueExit(StrEnum):
+    TIMEOUT = "queue_timeout"
+    SPILLED = "queue_spilled"
 
 
 class LocalAdmission:
@@ -24,12 +33,24 @@ class LocalAdmission:
 
     async def admit(self, ctx: RequestContext, cand: Candidate) -> Lease:
         wait = max(0.0, min(cand.max_wait_s, ctx.deadline - self.clock()))
-        lease = await self.store.acquire_slot(slot_key(cand.backend, cand.model_id),
-                                              cand.slots, wait)
-        if lease is None:
+        private = ctx.facts.privacy == "private"
+        request = SlotRequest(
+            priority=Priority.PRIVATE if private and cand.private_first else Priority.STANDARD,
+            predicted_s=cand.pred_service_s,
+            spillable=not private and cand.early_spill,
+        )
+        got = await self.store.acquire_slot(slot_key(cand.backend, cand.model_id),
+                                            cand.slots, wait, request)
+        if got is None:
             raise QueueTimeout(
-                f"no local slot on '{cand.backend}' within {wait:.1f}s", backend=cand.backend)
-        return lease
+                f"no local slot on '{cand.backend}' within {wait:.1f}s", backend=cand.backend,
+                code=QueueExit.TIMEOUT.value)
+        if not isinstance(got, Lease):
+            raise QueueTimeout(
+                f"left the queue of '{cand.backend}' early: its predicted wait no longer fits "
+                f"the {wait:.1f}s bound", backend=cand.backend, code=QueueExit.SPILLED.value)
+        got.prompt_tokens = ctx.facts.prompt_tokens
+        return got
 
     async def release(self, lease: Lease | None) -> None:
         if lease is not None:

@@ -81,6 +81,9 @@ class Candidate:
     slots: int = 0  # local parallel slots (0 for cloud)
     context_window: int = 0
     cold: bool = False
+    pred_service_s: float | None = None  # local: predicted service time once admitted
+    private_first: bool = True  # local: private requests queue ahead of standard ones
+    early_spill: bool = True  # local: a standard waiter leaves once it cannot make its bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +231,10 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
                 continue
             load = state.slots.get(slot_key(name, model_id)) or SlotLoad()
             wait = estimated_wait(load, cap.slots)
-            local = functools.partial(Candidate, name, model_id, True, est_wait_s=wait,
-                                      slots=cap.slots, context_window=fit.window)
+            local = functools.partial(
+                Candidate, name, model_id, True, est_wait_s=wait, slots=cap.slots,
+                context_window=fit.window,
+                pred_service_s=load.service_time_s or DEFAULT_SERVICE_TIME_S)
             if fit.cold:
                 warm.append((name, model_id))
                 if private:

@@ -19,13 +19,19 @@ Contract of the capacity ledger (docs/design.md, Routing signals):
 - `release_slot(lease)` is idempotent and must be called on every path (success, error,
   timeout, cancellation); the executor does it in a `finally`.
 - A waiter that is cancelled leaves the queue without taking a slot.
+- Queue order (`SlotRequest.priority`): private waiters ahead of standard ones, FIFO within a
+  class. A spillable (standard) waiter is told to leave — `acquire_slot` returns `SPILLED` —
+  as soon as the store's re-evaluation (on every arrival and release, `queue_model.py`)
+  predicts that its turn comes after its bound (`timeout_s`) ends; private waiters are never
+  told to leave. Requests without a `SlotRequest` are standard, FIFO and never spilled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from enum import IntEnum
+from typing import Final, Literal, Protocol
 
 BreakerName = Literal["closed", "open", "half_open"]
 # What the failures counted since the breaker last closed came from: "request" as soon as one
@@ -37,14 +43,56 @@ def slot_key(backend: str, model_id: str) -> str:
     return f"{backend}|{model_id}"
 
 
+class Priority(IntEnum):
+    """Queue class of a slot request: lower goes first."""
+
+    PRIVATE = 0
+    STANDARD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    """What the queue keeps about one request besides its place (priority class, prediction)."""
+
+    priority: Priority = Priority.STANDARD
+    predicted_s: float | None = None  # predicted service time once it holds a slot
+    spillable: bool = False  # may be told to leave the queue (standard requests)
+
+
+class Spilled:
+    """`acquire_slot`'s answer to a waiter told to leave the queue (see the contract)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SPILLED"
+
+
+SPILLED: Final = Spilled()
+
+
 @dataclass(slots=True)
 class Lease:
     key: str
     token: str  # unique per acquisition
     released: bool = False
     # Set before release on success: the store folds it into the key's service-time estimate
-    # in the same operation (one Redis round trip fewer per request).
+    # and its window of recent samples in the same operation (one Redis round trip fewer).
     service_time_s: float | None = None
+    prompt_tokens: int | None = None  # set at admission
+    output_tokens: int | None = None  # set by whoever saw the usage, before release
+    first_token_s: float | None = None  # time to first token, when known
+    predicted_s: float | None = None  # what admission predicted for its service time
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSample:
+    """One finished request on a slot key (the estimator's raw material)."""
+
+    service_s: float
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    first_token_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +100,14 @@ class SlotLoad:
     in_flight: int = 0
     queued: int = 0
     service_time_s: float | None = None  # moving estimate; None until the first sample
+    # The estimator's state: requests in service as (elapsed s, predicted s or None), waiters
+    # in queue order as (priority, predicted s or None), and recent samples (newest first).
+    running: tuple[tuple[float, float | None], ...] = ()
+    waiting: tuple[tuple[int, float | None], ...] = ()
+    samples: tuple[ServiceSample, ...] = ()
+
+
+SAMPLE_WINDOW = 64  # samples kept per slot key
 
 
 @dataclass(slots=True)
@@ -100,7 +156,8 @@ class ReplicaInfo:
 class StateStore(Protocol):
     kind: str  # "memory" or "redis"
 
-    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None: ...
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float,
+                           request: SlotRequest | None = None) -> Lease | Spilled | None: ...
 
     async def release_slot(self, lease: Lease) -> None: ...
 

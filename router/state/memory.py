@@ -1,7 +1,10 @@
 """In-process state store: the default for a single router process.
 
-Slots are counted per key with a FIFO of waiting futures; a released slot is handed straight
-to the oldest waiter, so order is fair and the count never exceeds `slots`.
+Slots are counted per key with a queue of waiting futures, private before standard and FIFO
+within a class; a released slot is handed straight to the head, so the count never exceeds
+`slots`. On every arrival and release the queue is re-evaluated (`queue_model.py`) and the
+spillable waiters that can no longer make their bound are told to leave (`SPILLED`). The last
+`SAMPLE_WINDOW` finished requests per key are kept for the estimator.
 
 The replica registry holds this process's own heartbeat only.
 
@@ -12,6 +15,7 @@ are met, and past `blob_capacity_bytes` in total the oldest go first.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
 import itertools
@@ -20,17 +24,42 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from router.state.base import BreakerState, Lease, ReplicaInfo, SlotLoad, StoreSnapshot
+from router.state.base import (
+    SAMPLE_WINDOW,
+    SPILLED,
+    BreakerState,
+    Lease,
+    ReplicaInfo,
+    ServiceSample,
+    SlotLoad,
+    SlotRequest,
+    Spilled,
+    StoreSnapshot,
+)
+from router.state.queue_model import QueuedEntry, spill_tokens
 
 EWMA_ALPHA = 0.2
+DEFAULT_SERVICE_S = 2.0  # a waiter's or holder's time when nothing is known yet
 BLOB_CAPACITY_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
+class _Waiter:
+    token: str
+    order: tuple[int, int]  # (priority, arrival): the queue is kept sorted by it
+    deadline: float  # clock time its bound ends
+    request: SlotRequest
+    fut: asyncio.Future[bool]  # True: granted; False: told to leave (spilled)
+
+
+@dataclass(slots=True)
 class _Slots:
-    in_flight: set[str] = field(default_factory=set)
-    waiters: deque[tuple[str, asyncio.Future[None]]] = field(default_factory=deque)
+    # token -> (start, predicted) of the requests in service
+    in_flight: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    waiters: list[_Waiter] = field(default_factory=list)
     service_time_s: float | None = None
+    samples: deque[ServiceSample] = field(default_factory=lambda: deque(maxlen=SAMPLE_WINDOW))
+    limit: int = 0  # the `slots` of the latest acquire (for re-evaluation on release)
 
 
 def _today() -> str:
@@ -60,49 +89,77 @@ class MemoryStore:
             s = self._slots[key] = _Slots()
         return s
 
-    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float,
+                           request: SlotRequest | None = None) -> Lease | Spilled | None:
         s = self._get(key)
-        token = f"m{next(self._ids)}"
+        s.limit = slots
+        req = request or SlotRequest()
+        n = next(self._ids)
+        token = f"m{n}"
+        now = self._clock()
         if len(s.in_flight) < slots and not s.waiters:
-            s.in_flight.add(token)
-            return Lease(key, token)
+            s.in_flight[token] = (now, req.predicted_s)
+            return Lease(key, token, predicted_s=req.predicted_s)
         if timeout_s <= 0:
             return None
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (token, fut)
-        s.waiters.append(entry)
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        w = _Waiter(token, (int(req.priority), n), now + timeout_s, req, fut)
+        bisect.insort(s.waiters, w, key=lambda x: x.order)
+        self._reevaluate(key, s)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            granted = await asyncio.wait_for(asyncio.shield(fut), timeout_s)
         except (TimeoutError, asyncio.CancelledError):
-            if fut.done() and not fut.cancelled():
+            if fut.done() and not fut.cancelled() and fut.result():
                 # The slot was handed to us just as we gave up: give it back.
                 self._release_token(key, token)
-            else:
+            elif not fut.done():
                 fut.cancel()
                 with contextlib.suppress(ValueError):
-                    s.waiters.remove(entry)
+                    s.waiters.remove(w)
             if isinstance(asyncio.current_task(), asyncio.Task) and _cancelling():
                 raise
             return None
-        return Lease(key, token)
+        if not granted:
+            return SPILLED
+        return Lease(key, token, predicted_s=req.predicted_s)
+
+    def _reevaluate(self, key: str, s: _Slots) -> None:
+        """Tell the spillable waiters that can no longer make their bound to leave."""
+        if not s.waiters:
+            return
+        queue = [QueuedEntry(w.token, w.request.predicted_s, w.deadline, w.request.spillable)
+                 for w in s.waiters]
+        out = set(spill_tokens(self._clock(), s.limit, s.in_flight.values(), queue,
+                               s.service_time_s or DEFAULT_SERVICE_S))
+        if not out:
+            return
+        keep = []
+        for w in s.waiters:
+            if w.token in out:
+                if not w.fut.done():
+                    w.fut.set_result(False)
+            else:
+                keep.append(w)
+        s.waiters = keep
 
     def _release_token(self, key: str, token: str) -> None:
         s = self._get(key)
         if token not in s.in_flight:
             return
-        s.in_flight.discard(token)
+        del s.in_flight[token]
         while s.waiters:
-            wtoken, fut = s.waiters.popleft()
-            if fut.done():
+            w = s.waiters.pop(0)
+            if w.fut.done():
                 continue
-            s.in_flight.add(wtoken)
-            fut.set_result(None)
+            s.in_flight[w.token] = (self._clock(), w.request.predicted_s)
+            w.fut.set_result(True)
             break
+        self._reevaluate(key, s)
 
     def adopt(self, key: str, token: str) -> None:
         """Count a slot held elsewhere (a lease granted by Redis before an outage) as held
         here, until `release_adopted` — so this replica keeps its limit while degraded."""
-        self._get(key).in_flight.add(token)
+        self._get(key).in_flight[token] = (self._clock(), None)
 
     def release_adopted(self, key: str, token: str) -> None:
         self._release_token(key, token)
@@ -113,6 +170,9 @@ class MemoryStore:
         lease.released = True
         if lease.service_time_s is not None:
             await self.record_service_time(lease.key, lease.service_time_s)
+            self._get(lease.key).samples.appendleft(ServiceSample(
+                lease.service_time_s, lease.prompt_tokens, lease.output_tokens,
+                lease.first_token_s))
         self._release_token(lease.key, lease.token)
 
     async def record_service_time(self, key: str, seconds: float) -> None:
@@ -182,18 +242,21 @@ class MemoryStore:
         snap = StoreSnapshot()
         for key in slot_keys:
             s = self._slots.get(key)
-            snap.slots[key] = (
-                SlotLoad(len(s.in_flight), sum(1 for _, f in s.waiters if not f.done()),
-                         s.service_time_s)
-                if s
-                else SlotLoad()
-            )
+            snap.slots[key] = self._load(s) if s else SlotLoad()
         for b in backends:
             snap.breakers[b] = replace(self._breakers.get(b) or BreakerState())
         day = self._day() if spend_keys else ""
         for k in spend_keys:
             snap.spend_usd[k] = self._spend.get((day, k), 0.0)
         return snap
+
+    def _load(self, s: _Slots) -> SlotLoad:
+        now = self._clock()
+        waiting = tuple((int(w.request.priority), w.request.predicted_s)
+                        for w in s.waiters if not w.fut.done())
+        return SlotLoad(len(s.in_flight), len(waiting), s.service_time_s,
+                        running=tuple((now - t, p) for t, p in s.in_flight.values()),
+                        waiting=waiting, samples=tuple(s.samples))
 
     def held(self) -> int:
         """Slots held across all keys (tests assert this returns to zero)."""

@@ -19,9 +19,11 @@ from router.state.base import (
     BreakerName,
     BreakerState,
     ReplicaInfo,
+    ServiceSample,
     SlotLoad,
     StoreSnapshot,
 )
+from router.state.redis_scripts import PRIORITY_STRIDE
 
 T = TypeVar("T")
 SPEND_TTL_S = 2 * 86400
@@ -100,6 +102,11 @@ class RedisRecords:
             pipe.zcount(self._k(key, "held"), live, "+inf")
             pipe.zcount(self._k(key, "qexp"), live, "+inf")
             pipe.get(self._k(key, "svc"))
+            pipe.zrangebyscore(self._k(key, "held"), live, "+inf")
+            pipe.hgetall(self._k(key, "hinfo"))
+            pipe.zrange(self._k(key, "queue"), 0, -1, withscores=True)
+            pipe.hgetall(self._k(key, "qinfo"))
+            pipe.lrange(self._k(key, "samples"), 0, -1)
         for b in backends:
             pipe.hgetall(f"{self.prefix}breaker:{b}")
         for s in spend_keys:
@@ -107,13 +114,56 @@ class RedisRecords:
         res = iter(await self._rt(pipe.execute()))
         for key in slot_keys:
             held, queued, svc = next(res), next(res), next(res)
-            snap.slots[key] = SlotLoad(int(held), int(queued), None if svc is None else float(svc))
+            tokens, hinfo, queue, qinfo, samples = (next(res), next(res), next(res), next(res),
+                                                    next(res))
+            snap.slots[key] = SlotLoad(
+                int(held), int(queued), None if svc is None else float(svc),
+                running=tuple(_running(now, [str(t) for t in tokens], hinfo)),
+                waiting=tuple(_waiting(queue, qinfo)),
+                samples=tuple(s for s in map(_sample, samples) if s is not None))
         for b in backends:
             snap.breakers[b] = _parse_breaker(next(res))
         for s in spend_keys:
             v = next(res)
             snap.spend_usd[s] = 0.0 if v is None else float(v)
         return snap
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _running(now: float, tokens: list[str], hinfo: Mapping[Any, Any]
+             ) -> list[tuple[float, float | None]]:
+    out = []
+    for t in tokens:
+        start, _, pred = str(hinfo.get(t, "")).partition("|")
+        begun = _num(start)
+        out.append((0.0 if begun is None else max(0.0, now - begun), _num(pred)))
+    return out
+
+
+def _waiting(queue: Sequence[tuple[Any, float]], qinfo: Mapping[Any, Any]
+             ) -> list[tuple[int, float | None]]:
+    out = []
+    for token, score in queue:
+        info = qinfo.get(token)
+        if info is None:
+            continue  # an entry that expired or left between the two reads
+        out.append((int(score // PRIORITY_STRIDE), _num(str(info).split("|")[0])))
+    return out
+
+
+def _sample(raw: Any) -> ServiceSample | None:
+    parts = str(raw).split("|")
+    if len(parts) != 4 or _num(parts[0]) is None:
+        return None
+    svc, prompt, output, first = (_num(p) for p in parts)
+    return ServiceSample(float(svc or 0.0), None if prompt is None else int(prompt),
+                         None if output is None else int(output), first)
 
 
 def _parse_breaker(raw: Mapping[Any, Any]) -> BreakerState:

@@ -7,12 +7,17 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   P{K}:queue   zset token -> ticket: FIFO order of waiters across replicas
   P{K}:qexp    zset token -> waiter expiry: a dead waiter leaves the queue within `lease_s`
   P{K}:ticket  ticket counter;  P{K}:svc  service-time EWMA (seconds)
+  P{K}:hinfo   hash token -> "start|predicted" of each lease;  P{K}:limit  latest `slots`
+  P{K}:qinfo   hash token -> "predicted|deadline|spillable" of each waiter
+  P{K}:spilled zset token -> expiry: waiters told to leave, until their next try reads it
+  P{K}:samples list of the latest SAMPLE_WINDOW "service|prompt|output|first_token" records
   Pbreaker:B   hash (state, failures, opened_at, open_for_s, opened_by: request|probe|"")
   Pspend:DAY:S  float, TTL 2 days
   Pblob:N      string with a TTL (PX): a stored Responses API conversation
   Preplica:ID  a replica's heartbeat record (TTL);  Preplicas  zset id -> expiry
                (`redis_replicas.py`)
-  Pwake        pub/sub channel: "K\\n<token>" names the queue head when a slot may be free
+  Pwake        pub/sub channel: "K\\n<token>" names the queue head when a slot may be free,
+               or a waiter told to leave
 
 Slot changes run as Lua scripts (EVALSHA, `redis_scripts.py`), so counts never go below zero or
 above `slots`; the connection pool and URL redaction live in `redis_connection.py`.
@@ -39,7 +44,11 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from router.state.base import (
+    SAMPLE_WINDOW,
+    SPILLED,
     Lease,
+    SlotRequest,
+    Spilled,
 )
 from router.state.memory import EWMA_ALPHA
 from router.state.redis_connection import connect, redact_url
@@ -113,6 +122,9 @@ class RedisStore(RedisRecords):
     def _slot_keys(self, key: str) -> list[str]:
         return [self._k(key, "held"), self._k(key, "queue"), self._k(key, "qexp")]
 
+    def _info_keys(self, key: str) -> list[str]:
+        return [self._k(key, part) for part in ("hinfo", "qinfo", "spilled")]
+
     async def _rt(self, aw: Awaitable[T], background: bool = False) -> T:
         """One bounded, counted round trip."""
         if background:
@@ -156,34 +168,44 @@ class RedisStore(RedisRecords):
 
     # ---- slots -----------------------------------------------------------------------
 
-    async def _try(self, key: str, token: str, slots: int, join: bool) -> tuple[bool, int]:
+    async def _try(self, key: str, token: str, slots: int, join: bool,
+                   req: SlotRequest, deadline: float) -> tuple[int, int]:
+        """One ACQUIRE: (1, 0) granted, (0, score) queued, (0, 0) refused, (2, 0) spilled."""
         now = self._clock()
         exp = now + self.lease_s
-        keys = [*self._slot_keys(key), self._k(key, "ticket")]
+        keys = [*self._slot_keys(key), self._k(key, "ticket"), *self._info_keys(key),
+                self._k(key, "svc"), self._k(key, "limit")]
+        pred = "" if req.predicted_s is None else repr(float(req.predicted_s))
         args: list[EncodableT] = [token, slots, now, exp, exp, "1" if join else "0",
-                                  self._channel, key]
-        granted, ticket = await self._rt(self._acquire(keys=keys, args=args))
-        if granted:
+                                  self._channel, key, int(req.priority), pred, deadline,
+                                  "1" if req.spillable else "0", exp]
+        state, ticket = await self._rt(self._acquire(keys=keys, args=args))
+        if state == 1:
             self._held[token] = key  # renewed from now on
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # A cancellation was swallowed on the way (3.11 wait_for): honour it; the
             # caller's cleanup gives back a slot granted meanwhile.
             raise asyncio.CancelledError
-        return bool(granted), int(ticket)
+        return int(state), int(ticket)
 
-    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float,
+                           request: SlotRequest | None = None) -> Lease | Spilled | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        req = request or SlotRequest()
+        bound_end = self._clock() + timeout_s  # the deadline the queue re-evaluation uses
         token = f"r{self._id}:{next(self._ids)}"
         await self._start()
         try:
-            granted, ticket = await self._try(key, token, slots, join=timeout_s > 0)
+            state, ticket = await self._try(key, token, slots, timeout_s > 0, req, bound_end)
         except BaseException:
             self._leave(key, token)  # the script may have run before the error or cancel
             raise
-        if granted:
-            return Lease(key, token)
+        if state == 1:
+            return Lease(key, token, predicted_s=req.predicted_s)
+        if state == 2:
+            return SPILLED
         if timeout_s <= 0:
             return None
         w = _Waiter(key, token, ticket)
@@ -201,9 +223,11 @@ class RedisStore(RedisRecords):
                 w.event.clear()
                 if deadline - loop.time() <= 0:
                     break
-                granted, ticket = await self._try(key, token, slots, join=True)
-                if granted:
-                    return Lease(key, token)
+                state, ticket = await self._try(key, token, slots, True, req, bound_end)
+                if state == 1:
+                    return Lease(key, token, predicted_s=req.predicted_s)
+                if state == 2:
+                    return SPILLED
                 if ticket != w.ticket:  # our entry had expired: we joined again at the back
                     queue.remove(w)
                     w.ticket = ticket
@@ -235,12 +259,17 @@ class RedisStore(RedisRecords):
         self._spawn(self._release_token(key, token, background=True))
 
     async def _release_token(self, key: str, token: str, background: bool = False,
-                             service_time_s: float | None = None) -> None:
-        args: list[EncodableT] = [token, self._clock(), self._channel, key]
-        keys = self._slot_keys(key)
-        if service_time_s is not None:  # fold the service-time sample into the release
-            keys.append(self._k(key, "svc"))
-            args += [service_time_s, EWMA_ALPHA]
+                             lease: Lease | None = None) -> None:
+        now = self._clock()
+        keys = [*self._slot_keys(key), *self._info_keys(key), self._k(key, "svc"),
+                self._k(key, "limit"), self._k(key, "samples")]
+        svc = lease.service_time_s if lease is not None else None
+        record = "" if lease is None or svc is None else "|".join(
+            "" if v is None else repr(v)
+            for v in (svc, lease.prompt_tokens, lease.output_tokens, lease.first_token_s))
+        args: list[EncodableT] = [token, now, self._channel, key, now + self.lease_s,
+                                  "" if svc is None else repr(float(svc)), EWMA_ALPHA, record,
+                                  SAMPLE_WINDOW]
         await self._rt(self._release(keys=keys, args=args), background)
 
     def release_nowait(self, lease: Lease) -> asyncio.Task[None] | None:
@@ -249,8 +278,7 @@ class RedisStore(RedisRecords):
             return None
         lease.released = True
         self._held.pop(lease.token, None)
-        return self._spawn(self._release_token(lease.key, lease.token,
-                                               service_time_s=lease.service_time_s))
+        return self._spawn(self._release_token(lease.key, lease.token, lease=lease))
 
     async def release_slot(self, lease: Lease) -> None:
         task = self.release_nowait(lease)

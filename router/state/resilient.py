@@ -24,7 +24,15 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from router.state.base import BreakerState, Lease, ReplicaInfo, StateStore, StoreSnapshot
+from router.state.base import (
+    BreakerState,
+    Lease,
+    ReplicaInfo,
+    SlotRequest,
+    Spilled,
+    StateStore,
+    StoreSnapshot,
+)
 from router.state.memory import MemoryStore
 from router.state.redis_store import RedisStore, StoreUnavailable
 
@@ -93,30 +101,32 @@ class FallbackStore:
 
     # ---- slots -------------------------------------------------------------------------
 
-    async def acquire_slot(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+    async def acquire_slot(self, key: str, slots: int, timeout_s: float,
+                           request: SlotRequest | None = None) -> Lease | Spilled | None:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        lease: Lease | None = None
+        lease: Lease | Spilled | None = None
         store: StateStore = self.fallback
         if not self._degraded:
             try:
                 # RedisStore bounds each round trip itself; this outer bound is a backstop.
                 async with asyncio.timeout(max(timeout_s, 0.0) + 3 * self.op_timeout_s):
-                    lease = await self._acquire_primary(key, slots, timeout_s)
+                    lease = await self._acquire_primary(key, slots, timeout_s, request)
                 store = self.primary
             except _TROUBLE as exc:
                 self._degrade("acquire_slot", exc)
                 timeout_s = max(0.0, timeout_s - (loop.time() - start))
         if store is self.fallback:
-            lease = await self.fallback.acquire_slot(key, slots, timeout_s)
-        if lease is not None:
+            lease = await self.fallback.acquire_slot(key, slots, timeout_s, request)
+        if isinstance(lease, Lease):
             self._owners[lease.token] = store
             self._keys[lease.token] = key
             k = (id(store), key)
             self._active[k] = self._active.get(k, 0) + 1
         return lease
 
-    async def _acquire_primary(self, key: str, slots: int, timeout_s: float) -> Lease | None:
+    async def _acquire_primary(self, key: str, slots: int, timeout_s: float,
+                               request: SlotRequest | None) -> Lease | Spilled | None:
         """Acquire in Redis, leaving room for memory leases still running after an outage.
 
         Redis does not know those leases; while there are any, wait in short slices so the
@@ -127,9 +137,9 @@ class FallbackStore:
             in_memory = self._held_in(self.fallback, key)
             remaining = max(0.0, end - loop.time())
             if not in_memory:
-                return await self.primary.acquire_slot(key, slots, remaining)
+                return await self.primary.acquire_slot(key, slots, remaining, request)
             lease = await self.primary.acquire_slot(key, max(0, slots - in_memory),
-                                                    min(remaining, 0.1))
+                                                    min(remaining, 0.1))  # slices: no spill
             if lease is not None or remaining <= 0.1:
                 return lease
 
