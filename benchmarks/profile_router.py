@@ -4,8 +4,9 @@ Starts the Ollama simulator (zero token delay) and one router (memory state, the
 `overhead.py`) as in `overhead.py`, then for each mode (non-streamed, streamed) drives
 `--concurrency` (32) workers back to back for `--duration` (10) seconds while
 `py-spy record --format raw --function --nonblocking` samples the router. Prints, per mode,
-the functions with the most samples on top of the stack (self) and in the stack (total), as
-shares of all samples, and writes the raw stacks next to the JSON (`--out`).
+the functions with the most samples on top of the stack (self) and the router's own functions
+with the most samples anywhere in the stack (total), as shares of all samples, and writes the
+raw stacks next to the JSON (`--out`).
 
     python -m benchmarks.profile_router [--duration 10] [--concurrency 32] [--top 10]
 """
@@ -46,8 +47,13 @@ def py_spy() -> str:
     return found
 
 
+ENTRY_FRAMES = ("(router/cli.py", "(router/server.py")  # under every sample: not informative
+
+
 def top_functions(raw: str, n: int) -> dict[str, Any]:
-    """Self (leaf frame) and total (anywhere in the stack) sample shares from raw stacks."""
+    """Sample shares from raw stacks: self (the leaf frame; time in C code such as a socket
+    write counts for the Python function that called it) and total (anywhere in the stack),
+    the latter for the router's own functions only (its entry frames left out)."""
     self_count: Counter[str] = Counter()
     total_count: Counter[str] = Counter()
     samples = 0
@@ -60,7 +66,8 @@ def top_functions(raw: str, n: int) -> dict[str, Any]:
         samples += count
         self_count[frames[-1]] += count
         for f in set(frames):
-            total_count[f] += count
+            if "(router/" in f and not f.startswith(ENTRY_FRAMES, f.find("(")):
+                total_count[f] += count
 
     def rows(c: Counter[str]) -> list[dict[str, Any]]:
         return [{"function": f, "samples": k, "share": round(k / samples, 4) if samples else 0}
