@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 import pytest
 
-from router.policy.schema import Route, StreamConfig
+from router.policy.schema import RetryConfig, Route, StreamConfig
 from router_simulators.script import FAULT_KINDS
 from tests.e2e.client import SERVED_MODEL, TRUNCATED_SUCCESSES, Outcome, call, expected_answer
 from tests.e2e.conftest import Stack
@@ -66,7 +66,7 @@ BIG_PROMPT = "Summarise this log line please. " * 1300  # ~10K tokens > local 81
 
 _ROUTER = Path(__file__).resolve().parents[2] / "router"
 # executor: silence and timeouts not retried on the same backend, first tokens hedged
-HEDGE = "hedge_after_s" in Route.model_fields
+HEDGE = any("hedge_after_s" in m.model_fields for m in (Route, StreamConfig, RetryConfig))
 # mid-stream continuation of a cut, stalled, malformed or errored stream on another backend
 CONTINUATION = "max_continuations" in StreamConfig.model_fields
 # simulators: a fallback that rejects or echoes prefill, a primary that flaps
