@@ -22,7 +22,7 @@ from router.policy.loader import parse_policy
 from router.settings import RouterSettings
 from router.state.memory import MemoryStore
 from router.types import StreamEvent, Usage
-from tests.unit.router.fake_streams import ScriptBackend, Step, text
+from tests.unit.router.fake_streams import ScriptBackend, Step, text, tool_call
 
 MSG = [{"role": "user", "content": "Hi"}]
 BROKEN: list[Step] = [StreamEvent(reasoning="thinking"), *text("Hello", " wor", finish=False),
@@ -47,14 +47,15 @@ def _policy(prefill: bool) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def _app(prefill: bool, fallback: list[Step], audit: str | None = None
+async def _app(prefill: bool, fallback: list[Step], audit: str | None = None,
+               first: list[Step] | None = None
                ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, ScriptBackend]]]:
     backends: dict[str, ScriptBackend] = {}
 
     def factory(name: str, cfg: Any) -> ScriptBackend:
         b = backends[name] = ScriptBackend(name, local=bool(cfg.local))
         if cfg.local:  # resident, so local is first
-            b.scripts = [list(BROKEN)]
+            b.scripts = [list(first or BROKEN)]
             b.probe_result = ProbeResult(ok=True, loaded=[
                 LoadedModel("gpt-oss:20b", size=14 << 30, size_vram=14 << 30)])
         else:
@@ -171,6 +172,31 @@ async def test_a_refused_continuation_ends_in_band(path: str, body: dict[str, An
     async with _app(False, text("Something", " else", usage=FALLBACK_USAGE)) as (c, _):
         content, got = parse(await _post(c, path, body))
     assert content == "Hello wor" and got == {"whole": False, "completion": None}
+
+
+
+@pytest.mark.parametrize(("path", "body", "parse"), DIALECTS, ids=IDS)
+async def test_after_reasoning_only_the_fallback_restarts(path: str, body: dict[str, Any],
+                                                          parse: Parse) -> None:
+    first: list[Step] = [StreamEvent(reasoning="thinking"),
+                         BackendStreamError("stall", backend="local", code="stream_stalled")]
+    fallback = [StreamEvent(reasoning="anew"), *text("Hello world!", usage=FALLBACK_USAGE)]
+    async with _app(True, fallback, first=first) as (c, backends):
+        content, got = parse(await _post(c, path, body))
+    assert content == "Hello world!" and got["whole"]
+    assert got["completion"] == 3 + 7  # "thinking" estimated as 3 tokens
+    assert backends["bedrock"].last_messages()[-1]["role"] == "user"  # no prefill
+
+
+@pytest.mark.parametrize(("path", "body", "parse"), DIALECTS, ids=IDS)
+async def test_never_after_a_tool_call_began(path: str, body: dict[str, Any],
+                                             parse: Parse) -> None:
+    first = [*text("Let me look.", finish=False), tool_call(),
+             BackendStreamError("cut", backend="local", code="stream_truncated")]
+    async with _app(True, text("ld!"), first=first) as (c, backends):
+        content, got = parse(await _post(c, path, body))
+    assert content == "Let me look." and not got["whole"]
+    assert backends["bedrock"].calls == []
 
 
 async def test_metrics_and_audit_count_the_continuation(tmp_path: Path) -> None:
