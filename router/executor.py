@@ -7,7 +7,9 @@ For each candidate in plan order:
 2. skip it at no cost if its breaker is open;
 3. for a local backend, take a slot in the capacity ledger (FIFO wait up to the candidate's
    bound); the slot is released on every path;
-4. attempt it with retries (`resilience/retry.py`), all inside the request's deadline;
+4. attempt it with retries (`resilience/retry.py`), all inside the request's deadline; a
+   timeout (connect, headers, first event: silence) is never retried on the same backend, it
+   moves to the next candidate at once (a 503 or a reset is still retried);
 5. on a failure that another backend could fix, fail over to the next candidate.
 
 Streams: `open_stream` fails over freely until the first event arrives (time-to-first-token
@@ -65,7 +67,9 @@ log = logging.getLogger("router.executor")
 T = TypeVar("T")
 
 # Errors another backend may fix: fail over. Others (validation, content filter) go back as is.
-FAILOVER_ERRORS = (BackendAuthError, BackendModelMissing, BackendContextExceeded)
+# A timeout (connect, headers, first event: silence) is never retried on the same backend.
+FAILOVER_ERRORS = (BackendAuthError, BackendModelMissing, BackendContextExceeded,
+                   BackendTimeout)
 
 
 @dataclass(slots=True)
@@ -258,6 +262,8 @@ class Executor:
             except BackendError as exc:
                 last.append(exc)
                 await self.breakers.record_failure(cand.backend, exc)
+                if isinstance(exc, BackendTimeout):
+                    exc.retryable = False  # silence: the next candidate at once, no retry
                 raise
 
         return await call_with_retries(

@@ -432,3 +432,26 @@ async def test_sparse_traffic_keeps_retrying_on_the_budget_floor() -> None:
         served.append(c.served_by)
     assert served == ["local"] * 40 and not b["bedrock"].calls
     assert store.held() == 0
+
+
+async def test_silence_is_not_retried_on_the_same_backend() -> None:
+    """A connect/header/first-event timeout moves to the next candidate at once (issue 12)."""
+    local = FakeBackend("local", local=True,
+                        script=[BackendTimeout("no answer", backend="local")] * 3)
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock)
+    result = await ex.chat(c, plan_of("local", "bedrock"))
+    assert result.content == "answer from bedrock"
+    assert len(local.calls) == 1 and slept == []
+    assert c.attempts[0].retries == 0 and c.attempts[0].outcome == "backend_timeout"
+    assert c.reason is not None and c.reason.render() == "failover_after=backend_timeout"
+    assert store.held() == 0
+
+
+async def test_a_503_is_still_retried_on_the_same_backend() -> None:
+    local = FakeBackend("local", local=True,
+                        script=[BackendUnavailable("busy", backend="local")])
+    ex, store, clock, slept, b = setup(local=local)
+    c = ctx(clock)
+    await ex.chat(c, plan_of("local", "bedrock"))
+    assert c.served_by == "local" and len(local.calls) == 2
