@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from router import tracing
 from router.audit import AttemptOutcome, AuditLog, AuditRecord, BackendReason
+from router.continuation import ContinuationOutcome
 from router.errors import RouterError
 from router.executor import Hooks
 from router.metrics import Metrics
@@ -28,6 +29,11 @@ log = logging.getLogger("router.service")
 def error_outcome(exc: RouterError) -> str:
     """The `outcome` of a request that ended with `exc`: its code, else its type."""
     return exc.code or exc.type
+
+
+# Attempt outcomes that served (part of) the answer: no error code in the audit record.
+_SERVED = frozenset({"ok", *(f"continuation_{o.value}" for o in (
+    ContinuationOutcome.PREFILL, ContinuationOutcome.REGENERATED, ContinuationOutcome.RESTARTED))})
 
 
 class Recorder:
@@ -103,7 +109,7 @@ class Recorder:
             excluded=[BackendReason(e.backend, render_reason(e.reason) or "")
                       for e in p.excluded],
             attempts=[AttemptOutcome(a.backend, a.outcome,
-                                     None if a.outcome == "ok" else a.outcome)
+                                     None if a.outcome in _SERVED else a.outcome)
                       for a in ctx.attempts],
             backend=ctx.served_by,
             outcome=outcome,

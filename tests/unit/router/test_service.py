@@ -150,7 +150,8 @@ async def test_a_stream_that_breaks_after_its_first_event_raises_with_meta() -> 
     local = FakeBackend("local", local=True, stream_fail_after=2,
                         stream_error=BackendStreamError("cut", backend="local",
                                                         code="stream_truncated"))
-    service, _, store = make(local=local)
+    # No continuation (stream.max_continuations 0): the break reaches the surface.
+    service, _, store = make({**POLICY, "stream": {"max_continuations": 0}}, local=local)
     opened = await service.stream(chat(stream=True), LOOPBACK)
     seen = 0
     with pytest.raises(BackendStreamError) as info:
