@@ -10,7 +10,8 @@ rendered to strings only at the edge). A backend is planned as local when its co
    model a local backend forwards off the premises, such as one of Ollama's cloud models, is
    not local: `ollama_cloud_model`), by the model being served, by the context window, by
    health (breaker) and by budget;
-3. local candidates that fit in VRAM and whose estimated wait is within the bound come first
+3. local candidates that fit in VRAM and whose estimated wait (`estimator.py`: a quantile of
+   the predicted wait distribution) is within the bound come first
    (shortest wait first, across several hosts); then cloud targets (forwarded models included,
    for standard requests) in policy order; then, for standard requests only, local candidates
    that are cold or over the wait bound (last resort).
@@ -19,15 +20,15 @@ rendered to strings only at the edge). A backend is planned as local when its co
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from router import estimator
 from router.backends.base import ProbeResult
 from router.backends.capacity import GB, LocalCapacity
 from router.backends.ollama_names import same_model
 from router.errors import BudgetExhausted, ContextLengthExceeded, NoLocalCapacity, RouterError
-from router.policy.schema import Policy, Route
+from router.policy.schema import AdmissionConfig, Policy, Route
 from router.reasons import (
     LOCAL,
     MODEL_NOT_RESIDENT,
@@ -41,7 +42,7 @@ from router.state.base import SlotLoad, slot_key
 from router.types import Privacy
 
 DEFAULT_LOCAL_CONTEXT = 8192  # Ollama's context when neither /api/ps nor the policy says
-DEFAULT_SERVICE_TIME_S = 2.0  # wait estimate before the first measured request
+DEFAULT_SERVICE_TIME_S = estimator.DEFAULT_SERVICE_TIME_S  # before the first measurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +129,14 @@ def match_route(policy: Policy, facts: RequestFacts) -> Route | None:
     return None
 
 
-def estimated_wait(load: SlotLoad, slots: int) -> float:
-    """The wait estimate of docs/design.md: ceil((in_flight - slots + 1) / slots) x service
-    time; 0 when a slot is free."""
-    busy = load.in_flight + load.queued
-    if busy < slots:
-        return 0.0
-    service = load.service_time_s if load.service_time_s is not None else DEFAULT_SERVICE_TIME_S
-    return math.ceil((busy - slots + 1) / slots) * service
+def estimated_wait(load: SlotLoad, slots: int, cfg: AdmissionConfig | None = None,
+                   private: bool = False) -> float:
+    """The wait estimate of docs/design.md: the configured quantile (`admission.wait_quantile`)
+    of the estimator's wait distribution; 0 when a slot is free."""
+    return estimator.wait_quantile(load, slots, cfg or _DEFAULT_ADMISSION, private)
+
+
+_DEFAULT_ADMISSION = AdmissionConfig()
 
 
 @dataclass(slots=True)
@@ -191,6 +192,7 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
         return Plan("", facts.privacy, needed, [], [], error=NoLocalCapacity(
             f"no route in the policy matches model '{facts.model}'", code="no_route"))
     private = facts.privacy == "private"
+    adm = policy.admission
     if private:
         bound = policy.privacy.private_max_queue_wait_s
     else:
@@ -230,11 +232,13 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
                 excluded.append(Excluded(name, fit.reason or Reason(ReasonCode.EXCLUDED)))
                 continue
             load = state.slots.get(slot_key(name, model_id)) or SlotLoad()
-            wait = estimated_wait(load, cap.slots)
+            wait = estimated_wait(load, cap.slots, adm, private)
             local = functools.partial(
                 Candidate, name, model_id, True, est_wait_s=wait, slots=cap.slots,
                 context_window=fit.window,
-                pred_service_s=load.service_time_s or DEFAULT_SERVICE_TIME_S)
+                pred_service_s=estimator.predict_service(
+                    load, facts.prompt_tokens, facts.max_tokens or spec.default_max_tokens, adm),
+                private_first=adm.private_first, early_spill=adm.early_spill)
             if fit.cold:
                 warm.append((name, model_id))
                 if private:

@@ -19,7 +19,8 @@ stream shuts its socket down (urllib3 `HTTPResponse.shutdown`) so the pool threa
 `recv` is freed at once; a cancelled `chat` leaves its thread to finish or time out.
 
 Errors (by exception type, then `Error.Code` — case-insensitive, so the in-stream lower-camel
-`throttlingException` maps like `ThrottlingException` — then HTTP status; never message text):
+`throttlingException` maps like `ThrottlingException` — then HTTP status; message text only to
+tell a context-window ValidationException from another, below):
 
     ThrottlingException / TooManyRequests    BackendRateLimited   retryable, Retry-After header
     ServiceQuotaExceededException            BackendRateLimited   not retryable (quota, not load)
@@ -53,14 +54,21 @@ AWS event-stream encoding);
 after output, every in-band error is a BackendStreamError (the executor decides what the client
 sees), and an error while draining after the final event is ignored.
 
-Context window: Bedrock reports "input too long" only as a ValidationException message, and we
-never classify by message text. The structured signals used instead:
+Context window: Bedrock reports "input too long" only as a ValidationException message, so
+that one case reads the text, through the small documented table `CONTEXT_PATTERNS` in
+`bedrock_errors.py` (each entry cites its source and has a test). The signals, in order:
 - before sending: the request's estimate (`estimate_tokens` + max_tokens) over
   `config.context_window` (default 128K) raises BackendContextExceeded without a call;
-- a ValidationException on a request whose estimate is within 25% of the window (the estimate's
-  error margin) is BackendContextExceeded, otherwise BackendRejected;
+- a ValidationException whose message matches `CONTEXT_PATTERNS` is BackendContextExceeded
+  (the window appended to the message when the text names it);
+- any other ValidationException on a request whose estimate is within 25% of the window (the
+  estimate's error margin) is BackendContextExceeded, otherwise BackendRejected;
 - stopReason `model_context_window_exceeded` with no output yet is BackendContextExceeded (the
   simulator's streamed context fault); after output it is finish_reason "length".
+
+Prefill: `BedrockConfig.prefill_default` is False (not confirmed that Converse continues a
+trailing assistant turn for gpt-oss); a trailing assistant message is still sent as an
+`assistant` turn with its text unchanged (`bedrock_converse.py`) when a policy sets `prefill`.
 """
 
 from __future__ import annotations

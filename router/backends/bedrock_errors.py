@@ -1,7 +1,11 @@
 """Bedrock's failures mapped to the router's `BackendError` types, by exception type and then
-`Error.Code` (never by message text), for `bedrock.py`. The table is in that module's
-docstring; the context-window rule is a ValidationException on a request whose estimate is
-within `CONTEXT_MARGIN` of the window.
+`Error.Code`, for `bedrock.py`. The table is in that module's docstring.
+
+Context window: Bedrock has no code for "input too long", only a ValidationException whose
+message says so. A ValidationException is BackendContextExceeded when its message matches an
+entry of `CONTEXT_PATTERNS` (a small table, each entry citing its source, each tested), or when
+the request's estimate is within `CONTEXT_MARGIN` of the window (the estimate's error margin);
+any other ValidationException stays BackendRejected (a 400 validation error).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import botocore.exceptions as bce
 import urllib3.exceptions
 from botocore.eventstream import ParserError
 
+from router.backends.context_errors import ContextPattern, match_context, window_note
 from router.errors import (
     BackendAuthError,
     BackendContextExceeded,
@@ -34,6 +39,27 @@ _PARAM_PATH = re.compile(r"parameter ([\w.\[\]]+)")
 
 DEFAULT_CONTEXT_WINDOW = 128_000  # gpt-oss on Bedrock (docs/protocols.md, Bedrock Converse)
 CONTEXT_MARGIN = 0.75  # a ValidationException this close to the window is a context error
+
+# Bedrock ValidationException messages that mean "the prompt does not fit the window". Bedrock
+# relays a model's refusal as "The model returned the following errors: <text>", so entries
+# match anywhere in the message.
+CONTEXT_PATTERNS: tuple[ContextPattern, ...] = (
+    # Bedrock's own text (Converse, InvokeModel and their streams, as `validationException`
+    # in-stream): aws-samples/bedrock-chat#95, aws-samples/assessment-generator#2,
+    # continuedev/continue#6005.
+    ContextPattern(re.compile(r"input is too long for requested model", re.I),
+                   "bedrock: input is too long for requested model"),
+    # A relayed model refusal naming both counts: "prompt is too long: 200049 tokens >
+    # 200000 maximum" (daisuke-awaji/moca#254, a Bedrock ValidationException).
+    ContextPattern(re.compile(r"prompt is too long: \d+ tokens > (?P<window>\d+) maximum", re.I),
+                   "model: prompt is too long"),
+    # The OpenAI-style text of an OpenAI-compatible engine (vLLM: "This model's maximum context
+    # length is 16384 tokens. However, you requested ...", vllm-project/vllm#20409), for
+    # OpenAI models such as gpt-oss when Bedrock relays the engine's words (not seen verbatim
+    # from Bedrock itself: kept because it cannot mean anything else).
+    ContextPattern(re.compile(r"maximum context length is (?P<window>\d+) tokens", re.I),
+                   "model: maximum context length"),
+)
 
 _THROTTLING = {"ThrottlingException", "TooManyRequestsException"}
 _UNAVAILABLE = {"ModelNotReadyException", "InternalServerException", "ServiceUnavailableException",
@@ -88,6 +114,10 @@ def _client_error(exc: bce.ClientError, a: _Attempt) -> BackendError:  # noqa: C
     if code == "ModelStreamErrorException":
         return BackendStreamError(msg, retryable=upstream_transient, **kw)
     if code == "ValidationException":
+        refusal = match_context(CONTEXT_PATTERNS, str(response.get("Error", {}).get("Message")
+                                                      or ""))
+        if refusal is not None:
+            return BackendContextExceeded(msg + window_note(refusal.window), **kw)
         if a.estimate > CONTEXT_MARGIN * a.window:
             return BackendContextExceeded(msg, **kw)
         return BackendRejected(msg, **kw)

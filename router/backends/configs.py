@@ -3,8 +3,10 @@
 Every backend config derives from `BackendConfigBase` (the fields every backend has: model ids,
 timeouts, context window, price, budget) and names its `type` with a `Literal` default. Two
 capabilities replace checks of the config's class: `local_capacity()` (slots, context, GPU
-memory, probe interval; None for a cloud backend) and `remote_model_reason()` (why a model id
-on this backend leaves the premises although the backend is local; None when it does not).
+memory, probe interval; None for a cloud backend), `remote_model_reason()` (why a model id
+on this backend leaves the premises although the backend is local; None when it does not) and
+`prefill_default` (whether the type continues a trailing assistant message unless the config's
+`prefill` says otherwise: Ollama yes, Bedrock and SageMaker no).
 `registry.py` maps each type name to its config model and factory.
 """
 
@@ -88,6 +90,14 @@ class OllamaConfig(BackendConfigBase):
     num_ctx: int | None = Field(default=None, gt=0, description="context to load models with")
     probe_interval_s: float = Field(default=5.0, gt=0)
 
+    @property
+    def prefill_default(self) -> bool:
+        """True: Ollama's `/api/chat` continues a trailing assistant message (for gpt-oss its
+        harmony parser resumes in the final channel after one with content, in the analysis
+        channel after one with only thinking: harmony/harmonyparser.go
+        `AddImplicitStartOrPrefill`, called with the last message from server/routes.go)."""
+        return True
+
     def local_capacity(self) -> LocalCapacity:
         return LocalCapacity(
             slots=self.parallel, probe_interval_s=self.probe_interval_s, num_ctx=self.num_ctx,
@@ -107,6 +117,13 @@ class BedrockConfig(BackendConfigBase):
     endpoint_url: str | None = None
     profile: str | None = None
 
+    @property
+    def prefill_default(self) -> bool:
+        """False: that Converse continues a trailing assistant turn for gpt-oss (rather than
+        answering after it) is not confirmed; the safe default regenerates. `prefill: true`
+        opts in (the turn is sent as an `assistant` message, its text unchanged)."""
+        return False
+
 
 class SageMakerConfig(BackendConfigBase):
     type: Literal["sagemaker"] = "sagemaker"
@@ -118,3 +135,9 @@ class SageMakerConfig(BackendConfigBase):
     endpoint_url: str | None = None
     profile: str | None = None
 
+    @property
+    def prefill_default(self) -> bool:
+        """False: whether a trailing assistant message is continued is the container's choice
+        (vLLM needs `continue_final_message`, which this backend does not send); set
+        `prefill: true` for a container known to continue one."""
+        return False

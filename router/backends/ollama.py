@@ -16,7 +16,11 @@ Limits: Ollama serves `OLLAMA_NUM_PARALLEL` requests per model at once and queue
 `OLLAMA_MAX_QUEUE` (503 beyond); loading a model sends nothing until it is resident.
 
 Hot path: one pooled aiohttp session per event loop, orjson both ways, no response validation.
-Errors map by exception type and HTTP status only, never by message text.
+Errors map by exception type and HTTP status, with one exception: Ollama has no error code, so
+a context-window refusal (requests set `truncate: false`, so a prompt over the loaded window is
+refused instead of cut) is recognised in the error string by `ollama_errors.context_refusal`
+(llama-server's JSON error type first, then a small documented text table) and raised as
+BackendContextExceeded, which the executor answers by moving to a larger window.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ import orjson
 
 from router.backends.base import BackendCall, LoadedModel, ProbeResult, build_request
 from router.backends.configs import OllamaConfig
+from router.backends.context_errors import window_note
 from router.backends.gpu import read_gpu_memory
 from router.backends.gpu import unavailable_reason as nvml_unavailable_reason
 from router.backends.ollama_cloud import cloud_status, is_cloud_tag, remote_host, remote_models
+from router.backends.ollama_errors import context_refusal
 from router.backends.ollama_wire import build_payload, tool_calls
 from router.errors import (
     BackendAuthError,
+    BackendContextExceeded,
     BackendError,
     BackendModelMissing,
     BackendRateLimited,
@@ -55,6 +62,7 @@ from router.types import (
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _FINISH = {"stop": "stop", "length": "length"}
+_NOT_CONTEXT = frozenset({401, 403, 404, 408, 429})  # statuses whose meaning is their own
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -145,6 +153,9 @@ class OllamaBackend:
         msg = f"ollama {status}: {msg}"
         retry_after = _retry_after(resp.headers.get("Retry-After"))
         kw: dict[str, Any] = {"backend": self.name, "retry_after": retry_after}
+        refusal = context_refusal(msg) if status not in _NOT_CONTEXT else None
+        if refusal is not None:
+            raise BackendContextExceeded(msg + window_note(refusal.window), backend=self.name)
         if status == 404:
             raise BackendModelMissing(msg, **kw)
         if status == 429:

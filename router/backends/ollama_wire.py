@@ -3,9 +3,16 @@
 Requests carry `model`, `messages` (assistant reasoning as `thinking`, tool-call arguments as
 JSON objects, tool results with `tool_name` and `tool_call_id`), `tools`, `think` (gpt-oss
 effort), `options` (temperature, top_p, top_k, seed, stop, num_predict, num_ctx), `format` and
-`keep_alive`. A request's own `num_ctx` and `keep_alive` (from Ollama-native clients) win over
-the backend config's. Typed request fields go through `base.plain` first, so the builder only meets
-JSON values; the backend runs it through `base.build_request` (`OllamaBackend.prepare`).
+`keep_alive`, and always `truncate: false`: Ollama (0.12.5+, `ChatRequest.Truncate` in its
+api/types.go) otherwise drops the oldest messages or cuts the prompt to fit the loaded `num_ctx`
+and answers the cut prompt; with it a prompt over the window is refused (HTTP 400, recognised in
+`ollama_errors.py`) and the executor moves it to a larger window. Older Ollama ignores the
+field. A trailing assistant message is sent as it is: Ollama continues it (prefill; for gpt-oss
+its harmony parser starts in the final channel after an assistant message with content,
+harmony/harmonyparser.go `AddImplicitStartOrPrefill`). A request's own `num_ctx` and
+`keep_alive` (from Ollama-native clients) win over the backend config's. Typed request fields go
+through `base.plain` first, so the builder only meets JSON values; the backend runs it through
+`base.build_request` (`OllamaBackend.prepare`).
 """
 
 from __future__ import annotations
@@ -95,7 +102,7 @@ def build_payload(call: BackendCall, config: OllamaConfig, stream: bool) -> byte
     """The `/api/chat` body for one attempt."""
     req: ChatRequest = call.request
     body: dict[str, Any] = {"model": call.model_id, "messages": _messages(req.messages),
-                            "stream": stream}
+                            "stream": stream, "truncate": False}
     if req.tools and plain(req.tool_choice) != "none":
         body["tools"] = plain(req.tools)
     if req.reasoning_effort:

@@ -6,10 +6,12 @@ StreamEvents (reasoning from `reasoning` or `reasoning_content`, tool-call fragm
 index and emitted whole at finish, the last usage seen, exactly one final event); `usage_from`
 and `tool_call` read a usage object and one tool call from either a chunk or a whole
 `chat.completion`. Any backend that receives OpenAI-style streams can use them (SageMaker's
-PayloadParts do). Errors are BackendStreamError, their messages prefixed with `label` (the
-upstream's kind, e.g. "sagemaker"; the backend's name by default). A payload that is not JSON,
-or not an object, becomes one `StreamEvent(malformed=True)` (the stream session skips it and
-counts it; too many in a row end the stream).
+PayloadParts do). An in-band error before any output that is a context-window refusal
+(`openai_errors.context_refusal`) is BackendContextExceeded; other errors are
+BackendStreamError, their messages prefixed with `label` (the upstream's kind, e.g. "sagemaker";
+the backend's name by default). A payload that is not JSON, or not an object, becomes one
+`StreamEvent(malformed=True)` (the stream session skips it and counts it; too many in a row end
+the stream).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 
 import orjson
 
-from router.errors import BackendStreamError
+from router.backends.context_errors import window_note
+from router.backends.openai_errors import context_refusal, error_object
+from router.errors import BackendContextExceeded, BackendStreamError
 from router.types import FunctionCall, StreamEvent, ToolCall, Usage
 
 _ID_CHARS = string.ascii_lowercase + string.digits
@@ -92,6 +96,7 @@ class ChunkAssembler:
         self.finish: str | None = None
         self.usage: Usage | None = None
         self._tools: dict[int, dict[str, Any]] = {}
+        self._emitted = False  # output has been produced (an error then is a stream error)
 
     def payload(self, data: str) -> list[StreamEvent]:
         """One SSE `data` payload -> events; undecodable JSON is one malformed marker."""
@@ -105,8 +110,12 @@ class ChunkAssembler:
         if not isinstance(obj, dict):
             return [StreamEvent(malformed=True)]
         if obj.get("error") is not None:
-            raise BackendStreamError(f"{self.label}: in-band error: {obj['error']}"[:500],
-                                     backend=self.backend)
+            text = f"{self.label}: in-band error: {obj['error']}"[:500]
+            refusal = None if self._emitted else context_refusal(error_object(obj))
+            if refusal is not None:
+                raise BackendContextExceeded(text + window_note(refusal.window),
+                                             backend=self.backend)
+            raise BackendStreamError(text, backend=self.backend)
         self.usage = usage_from(obj.get("usage")) or self.usage
         events: list[StreamEvent] = []
         for choice in obj.get("choices") or []:
@@ -116,6 +125,7 @@ class ChunkAssembler:
             reasoning = delta.get("reasoning") or delta.get("reasoning_content") or None
             content = delta.get("content") or None
             if reasoning or content:
+                self._emitted = True
                 events.append(StreamEvent(content=content, reasoning=reasoning))
             for pos, frag in enumerate(delta.get("tool_calls") or []):
                 self._tool_fragment(frag, pos)

@@ -7,17 +7,23 @@ Wire API: sagemaker-runtime `InvokeEndpoint` with a Chat Completions JSON body, 
 fragments are joined by index and emitted whole at finish (that decoding, which knows nothing of
 boto3, is `openai_stream.py`). Reasoning is read from `reasoning` or `reasoning_content` and sent
 back on assistant turns as `reasoning` (docs/protocols.md, SageMaker and botocore).
+Prefill: `SageMakerConfig.prefill_default` is False (whether a container continues a trailing
+assistant message depends on it; a policy sets `prefill: true` for one known to); the message
+is sent through unchanged in `messages`.
 Auth: the standard AWS credential chain, SigV4 (boto3 via `aws_common`, botocore retries off).
 Readiness: control-plane `DescribeEndpoint` (never an inference call); ok when `InService`.
 Request building (`prepare`: `build_body`, typed fields as plain JSON) runs before the call; a
 bug in it is a RequestBuildError, never an upstream error.
 
-Error mapping (by exception type and error code, never message text):
+Error mapping (by exception type and error code; the container's message text only for a
+context-window refusal from a server that names it in words alone, `openai_errors.py`):
 
     upstream                                                 router error             retryable
     ValidationError / ValidationException                    BackendRejected          no
-    ModelError, OriginalMessage JSON code
-        "context_length_exceeded"                            BackendContextExceeded   no (moves)
+    ModelError, container status < 500, OriginalMessage
+        JSON code "context_length_exceeded", type
+        "exceed_context_size_error", or a message in
+        `openai_errors.CONTEXT_PATTERNS` (vLLM, TGI text)    BackendContextExceeded   no (moves)
         "content_filter"                                     BackendContentFiltered   no
     ModelError, OriginalStatusCode 429                       BackendRateLimited       yes
     ModelError, OriginalStatusCode 408                       BackendTimeout           yes
@@ -63,6 +69,8 @@ from botocore import exceptions as bexc
 from router.backends.aws_common import PooledBackend, make_client
 from router.backends.base import BackendCall, ProbeResult, build_request, plain
 from router.backends.configs import SageMakerConfig
+from router.backends.context_errors import window_note
+from router.backends.openai_errors import ErrorObject, context_refusal, error_object
 from router.backends.openai_stream import ChunkAssembler as _OpenAIChunkAssembler
 from router.backends.openai_stream import SSEDecoder as SSEDecoder
 from router.backends.openai_stream import tool_call, usage_from
@@ -91,17 +99,13 @@ _REJECTED = {"ValidationError", "ValidationException"}
 _IN_STREAM = {"ModelStreamError", "InternalStreamFailure"}
 
 
-def _container_error(original_message: Any) -> tuple[str | None, str]:
-    """The container's own JSON error: (`error.code` or `code` if a string, its message)."""
+def _container_error(original_message: Any) -> ErrorObject:
+    """The container's own JSON error (`OriginalMessage`), its fields; empty if not JSON."""
     try:
         obj = orjson.loads(original_message) if isinstance(original_message, str) else None
     except orjson.JSONDecodeError:
-        return None, ""
-    inner = obj.get("error") if isinstance(obj, dict) else None
-    inner = inner if isinstance(inner, dict) else obj if isinstance(obj, dict) else {}
-    code, message = inner.get("code"), inner.get("message")
-    return (code if isinstance(code, str) else None,
-            message[:300] if isinstance(message, str) else "")
+        return ErrorObject()
+    return error_object(obj)
 
 
 def _retry_after(resp: dict[str, Any]) -> float | None:
@@ -113,12 +117,14 @@ def _retry_after(resp: dict[str, Any]) -> float | None:
 
 
 def _map_model_error(resp: dict[str, Any], msg: str, backend: str) -> BackendError:
-    code, detail = _container_error(resp.get("OriginalMessage"))
+    err = _container_error(resp.get("OriginalMessage"))
     orig = resp.get("OriginalStatusCode")
+    detail = err.message[:300]
     msg = f"{msg}, container status {orig}" + (f": {detail}" if detail else "")
-    if code == "context_length_exceeded":
-        return BackendContextExceeded(msg, backend=backend)
-    if code == "content_filter":
+    refusal = context_refusal(err) if not isinstance(orig, int) or orig < 500 else None
+    if refusal is not None:
+        return BackendContextExceeded(msg + window_note(refusal.window), backend=backend)
+    if err.code == "content_filter":
         return BackendContentFiltered(msg, backend=backend)
     if not isinstance(orig, int) or orig >= 500:
         return BackendUnavailable(msg, backend=backend)

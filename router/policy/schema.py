@@ -101,6 +101,17 @@ class StreamConfig(_Strict):
     max_continuations: int = Field(default=1, ge=0)  # per request, after a break
 
 
+class AdmissionConfig(_Strict):
+    """Local admission and the wait estimate (docs/design.md, Routing signals)."""
+
+    wait_quantile: float = Field(default=0.8, gt=0, lt=1)  # admit when this quantile fits
+    private_first: bool = True  # private waiters ahead of standard ones
+    early_spill: bool = True  # a standard waiter leaves once it cannot make its bound
+    prefill_tps_default: float = Field(default=1000.0, gt=0)  # until measured per backend
+    decode_tps_default: float = Field(default=40.0, gt=0)
+    sample_window: int = Field(default=64, ge=1, le=64)  # recent requests per backend model
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     models: dict[str, ModelSpec]
@@ -112,6 +123,7 @@ class Policy(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     deadline_s: float = Field(default=120.0, gt=0)
 
     def alias_table(self) -> dict[str, tuple[str, bool]]:

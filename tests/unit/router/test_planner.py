@@ -244,3 +244,34 @@ def test_context_error_takes_the_window_from_the_reason_detail() -> None:
     p = plan(facts(prompt_tokens=60000), pol, state())
     assert isinstance(p.error, ContextLengthExceeded)
     assert "largest context window available to it is 16000 tokens" in p.error.message
+
+
+# -- the estimator in the plan (private first, prediction on the candidate) --------------------
+
+def test_private_wait_counts_only_private_waiters_ahead() -> None:
+    load = SlotLoad(2, 6, 1.0, running=((0.0, 1.0), (0.0, 1.0)),
+                    waiting=((0, 1.0),) + ((1, 1.0),) * 5)
+    pol = make_policy(privacy={"private_max_queue_wait_s": 1.5})
+    private = plan(facts(privacy="private"), pol, state(load=load))
+    assert private.candidates[0].est_wait_s == 1.0 and private.candidates[0].private_first
+    standard = plan(facts(), pol, state(load=load))
+    assert standard.candidates[0].backend == "bedrock"  # 4 s > 1 s: over the bound
+
+
+def test_candidate_carries_a_token_based_prediction_and_the_knobs() -> None:
+    from router.state.base import ServiceSample
+    load = SlotLoad(0, 0, 1.0, samples=(ServiceSample(2.0, 1000, 40, 1.0),))
+    pol = make_policy(admission={"early_spill": False, "decode_tps_default": 10})
+    cand = plan(facts(prompt_tokens=2000, max_tokens=20), pol, state(load=load)).candidates[0]
+    assert cand.local and cand.pred_service_s == pytest.approx(2.0 + 20 / 40)
+    assert cand.early_spill is False
+
+
+def test_wait_quantile_knob_changes_the_admission() -> None:
+    from router.state.base import ServiceSample
+    samples = tuple(ServiceSample(s) for s in (0.2, 0.2, 0.2, 0.2, 0.2, 3.0, 3.0, 3.0))
+    load = SlotLoad(2, 0, 1.0, running=((0.0, 0.5), (0.0, 0.5)), samples=samples)
+    low = make_policy(admission={"wait_quantile": 0.5})
+    high = make_policy(admission={"wait_quantile": 0.99})
+    assert plan(facts(), low, state(load=load)).candidates[0].backend == "local"
+    assert plan(facts(), high, state(load=load)).candidates[0].backend == "bedrock"

@@ -477,13 +477,22 @@ async def test_context_window_precheck_sends_nothing(sim: SimServer) -> None:
 
 async def test_validation_near_the_window_is_context_exceeded(sim: SimServer) -> None:
     b = make_backend(sim, window=1000)
-    add_fault(sim, kind="context_exceeded")
+    add_fault(sim, kind="status", status=400, error_type="ValidationException")
     with pytest.raises(BackendContextExceeded):
         await b.chat(call("word " * 700))  # about 880 tokens: within the estimate's margin
-    add_fault(sim, kind="context_exceeded")
+    add_fault(sim, kind="status", status=400, error_type="ValidationException")
     with pytest.raises(BackendRejected) as info:
         await b.chat(call("short prompt"))  # far from the window: an ordinary validation error
     assert type(info.value) is BackendRejected
+    await b.aclose()
+
+
+async def test_input_too_long_text_is_context_exceeded_whatever_the_estimate(
+        sim: SimServer) -> None:
+    b = make_backend(sim)
+    add_fault(sim, kind="context_exceeded")  # "Input is too long for requested model."
+    with pytest.raises(BackendContextExceeded):
+        await b.chat(call("short prompt"))
     await b.aclose()
 
 

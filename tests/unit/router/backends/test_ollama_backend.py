@@ -18,6 +18,7 @@ from router.backends.base import Backend, BackendCall
 from router.backends.configs import OllamaConfig
 from router.backends.ollama import OllamaBackend, _retry_after
 from router.errors import (
+    BackendContextExceeded,
     BackendModelMissing,
     BackendRateLimited,
     BackendRejected,
@@ -196,7 +197,8 @@ def test_payload_minimal_and_schema() -> None:
     body = orjson.loads(b._payload(call(response_format={
         "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}), False))
     assert body["format"] == schema
-    assert set(body) == {"model", "messages", "stream", "format"}
+    assert set(body) == {"model", "messages", "stream", "format", "truncate"}
+    assert body["truncate"] is False  # refused, not cut, when over the loaded window
     body = orjson.loads(b._payload(call(tools=[WEATHER], tool_choice="none"), False))
     assert "tools" not in body and "think" not in body and "options" not in body
 
@@ -232,7 +234,7 @@ async def test_queue_full_is_retryable_unavailable(backend: OllamaBackend, sim: 
     ({"kind": "status", "status": 503}, BackendUnavailable, True),
     ({"kind": "status", "status": 500}, BackendUnavailable, True),
     ({"kind": "status", "status": 400}, BackendRejected, False),
-    ({"kind": "context_exceeded"}, BackendRejected, False),
+    ({"kind": "context_exceeded"}, BackendContextExceeded, False),
     ({"kind": "content_filter"}, BackendRejected, False),
     ({"kind": "reset"}, BackendUnavailable, True),
 ])

@@ -1,0 +1,132 @@
+"""The wait and service-time estimator for local admission: pure, no I/O, no clock.
+
+Everything it knows arrives in a `SlotLoad` from the store's snapshot: the requests in service
+(elapsed, predicted), the waiters in queue order (priority, predicted) and the recent samples
+(service time, prompt and output tokens, time to first token). docs/design.md, Routing signals:
+
+- rates per backend model: prefill = median(prompt / first-token time), decode =
+  median(output / (service - first-token time)), each from the samples that carry the fields,
+  else the policy's defaults (`admission.prefill_tps_default`, `decode_tps_default`);
+- a request's service time: with output-token samples, one draw per sample,
+  `prompt / prefill + min(output, max_tokens) / decode`; else the recent service times; else the
+  moving estimate; else `DEFAULT_SERVICE_TIME_S`. Its prediction is the mean of the draws;
+- the wait: `DRAWS` Monte Carlo draws with a fixed seed (deterministic). Each request in service
+  or queued ahead takes its prediction times a draw from the shape of the recent service times
+  (sample / mean; in service: only draws beyond its elapsed time, the rest of it); the slots
+  are list-scheduled and the wait is when the first slot frees after those ahead. The planner
+  compares the `admission.wait_quantile` of the draws with the bound. O(DRAWS x (slots +
+  queue) log slots) plus O(window) per request in service.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from router.policy.schema import AdmissionConfig
+from router.state.base import Priority, ServiceSample, SlotLoad
+from router.state.queue_model import MIN_REMAINING_FRACTION
+
+DEFAULT_SERVICE_TIME_S = 2.0  # before the first measured request
+DRAWS = 32
+SEED = 20261201
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    prefill_tps: float
+    decode_tps: float
+    measured: bool  # at least one of them came from samples
+
+
+def measured_rates(samples: Sequence[ServiceSample], cfg: AdmissionConfig) -> Rates:
+    prefill = [s.prompt_tokens / s.first_token_s for s in samples
+               if s.prompt_tokens and s.first_token_s and s.first_token_s > 0]
+    pre = statistics.median(prefill) if prefill else cfg.prefill_tps_default
+    decode = []
+    for s in samples:
+        if not s.output_tokens:
+            continue
+        first = s.first_token_s
+        if first is None and s.prompt_tokens is not None:
+            first = s.prompt_tokens / pre
+        if first is not None and s.service_s > first:
+            decode.append(s.output_tokens / (s.service_s - first))
+    dec = statistics.median(decode) if decode else cfg.decode_tps_default
+    return Rates(pre, dec, bool(prefill or decode))
+
+
+def service_draws(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | None,
+                  cfg: AdmissionConfig) -> list[float]:
+    """Sorted draws of one request's service time on this backend model."""
+    window = load.samples[:cfg.sample_window]
+    outs = [s.output_tokens for s in window if s.output_tokens is not None]
+    if outs and prompt_tokens is not None:
+        rates = measured_rates(window, cfg)
+        pre = prompt_tokens / rates.prefill_tps
+        cap = max_tokens if max_tokens else max(outs)
+        return sorted(pre + min(o, cap) / rates.decode_tps for o in outs)
+    if window:
+        return sorted(s.service_s for s in window)
+    return [load.service_time_s or DEFAULT_SERVICE_TIME_S]
+
+
+def predict_service(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | None,
+                    cfg: AdmissionConfig) -> float:
+    draws = service_draws(load, prompt_tokens, max_tokens, cfg)
+    return sum(draws) / len(draws)
+
+
+def _shape(load: SlotLoad, cfg: AdmissionConfig) -> list[float]:
+    times = [s.service_s for s in load.samples[:cfg.sample_window] if s.service_s > 0]
+    if not times:
+        return [1.0]
+    mean = sum(times) / len(times)
+    return [t / mean for t in times]
+
+
+def wait_draws(load: SlotLoad, slots: int, cfg: AdmissionConfig, private: bool = False
+               ) -> list[float]:
+    """Sorted draws of the wait a new request would have (0.0 alone when a slot is free)."""
+    if slots <= 0:
+        return [0.0]
+    default = load.service_time_s or DEFAULT_SERVICE_TIME_S
+    waiting = list(load.waiting)
+    waiting += [(int(Priority.STANDARD), None)] * max(0, load.queued - len(waiting))
+    if private and cfg.private_first:
+        waiting = [w for w in waiting if w[0] == Priority.PRIVATE]
+    running = list(load.running)[:max(load.in_flight, 0)]
+    running += [(0.0, None)] * max(0, load.in_flight - len(running))
+    if len(running) + len(waiting) < slots:
+        return [0.0]
+    shape = _shape(load, cfg)
+    # The rest of each request in service: the draws beyond its elapsed time.
+    rests: list[list[float]] = []
+    for elapsed, pred in running:
+        p = pred or default
+        rests.append([p * r - elapsed for r in shape if p * r > elapsed]
+                     or [MIN_REMAINING_FRACTION * p])
+    ahead = [pred or default for _, pred in waiting]
+    rng = random.Random(SEED)
+    out = []
+    for _ in range(DRAWS):
+        frees = sorted(rng.choice(rest) for rest in rests)[:slots]
+        frees += [0.0] * (slots - len(frees))
+        heapq.heapify(frees)
+        for p in ahead:
+            heapq.heapreplace(frees, frees[0] + p * rng.choice(shape))
+        out.append(frees[0])
+    out.sort()
+    return out
+
+
+def quantile(draws: Sequence[float], q: float) -> float:
+    return draws[min(len(draws) - 1, int(q * len(draws)))]
+
+
+def wait_quantile(load: SlotLoad, slots: int, cfg: AdmissionConfig, private: bool = False
+                  ) -> float:
+    return quantile(wait_draws(load, slots, cfg, private), cfg.wait_quantile)

@@ -1,0 +1,87 @@
+"""The estimator: rates from samples, per-request service draws, the wait distribution
+(elapsed against predicted, queue ahead, private first), deterministic and pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.estimator import (
+    DEFAULT_SERVICE_TIME_S,
+    measured_rates,
+    predict_service,
+    service_draws,
+    wait_draws,
+    wait_quantile,
+)
+from router.policy.schema import AdmissionConfig
+from router.state.base import ServiceSample, SlotLoad
+
+CFG = AdmissionConfig()
+
+
+def test_rates_default_until_measured_then_medians() -> None:
+    assert measured_rates([], CFG).measured is False
+    samples = [ServiceSample(2.0, 500, 60, 0.5), ServiceSample(3.0, 1000, 100, 1.0),
+               ServiceSample(9.0, 100, None, None)]
+    rates = measured_rates(samples, CFG)
+    assert rates.prefill_tps == 1000.0  # 500/0.5 and 1000/1.0
+    assert rates.decode_tps == 45.0  # median of 60/1.5=40 and 100/2=50
+    # Without a first-token time the prefill rate's share is subtracted.
+    only = measured_rates([ServiceSample(1.5, 500, 40, None)], CFG)
+    assert only.decode_tps == pytest.approx(40 / 1.0)
+
+
+def test_service_draws_from_tokens_capped_by_max_tokens() -> None:
+    load = SlotLoad(samples=(ServiceSample(2.0, 1000, 40, 1.0), ServiceSample(5.0, 1000, 160, 1.0)))
+    # prefill 1000 tps, decode 40 tps: prompt 2000 -> 2 s, outputs 40 and min(160, 80)
+    assert service_draws(load, 2000, 80, CFG) == [3.0, 4.0]
+    assert predict_service(load, 2000, 80, CFG) == 3.5
+
+
+def test_service_draws_fall_back_to_service_times_then_ewma_then_default() -> None:
+    assert service_draws(SlotLoad(samples=(ServiceSample(3.0), ServiceSample(1.0))), 10, None,
+                         CFG) == [1.0, 3.0]
+    assert service_draws(SlotLoad(service_time_s=1.5), 10, None, CFG) == [1.5]
+    assert service_draws(SlotLoad(), 10, None, CFG) == [DEFAULT_SERVICE_TIME_S]
+
+
+@pytest.mark.parametrize(("load", "slots", "expected"), [
+    (SlotLoad(0, 0, 1.0), 1, 0.0),
+    (SlotLoad(1, 0, 1.0), 2, 0.0),
+    (SlotLoad(2, 0, 1.0), 2, 1.0),
+    (SlotLoad(2, 1, 1.0), 2, 1.0),
+    (SlotLoad(2, 2, 1.0), 2, 2.0),
+    (SlotLoad(1, 3, 0.5), 1, 2.0),
+])
+def test_without_samples_it_matches_the_old_formula(load: SlotLoad, slots: int,
+                                                     expected: float) -> None:
+    assert wait_quantile(load, slots, CFG) == expected
+
+
+def test_elapsed_against_predicted() -> None:
+    # One slot, the request in it predicted 4 s and 3 s in: about 1 s left.
+    load = SlotLoad(1, 0, 4.0, running=((3.0, 4.0),))
+    assert wait_quantile(load, 1, CFG) == pytest.approx(1.0)
+    # Overrunning: a fifth of its prediction is left.
+    late = SlotLoad(1, 0, 4.0, running=((6.0, 4.0),))
+    assert wait_quantile(late, 1, CFG) == pytest.approx(0.8)
+
+
+def test_private_counts_only_private_waiters_ahead() -> None:
+    load = SlotLoad(1, 3, 1.0, running=((0.0, 1.0),),
+                    waiting=((0, 1.0), (1, 5.0), (1, 5.0)))
+    assert wait_quantile(load, 1, CFG, private=True) == pytest.approx(2.0)
+    assert wait_quantile(load, 1, CFG) == pytest.approx(12.0)
+    fifo = AdmissionConfig(private_first=False)
+    assert wait_quantile(load, 1, fifo, private=True) == pytest.approx(12.0)
+
+
+def test_distribution_is_deterministic_and_the_quantile_rises_with_q() -> None:
+    samples = tuple(ServiceSample(s) for s in (0.5, 1.0, 1.0, 2.0, 4.0, 8.0))
+    load = SlotLoad(2, 2, 2.0, running=((0.2, 2.0), (1.0, 2.0)), waiting=((1, 2.0), (1, 2.0)),
+                    samples=samples)
+    a, b = wait_draws(load, 2, CFG), wait_draws(load, 2, CFG)
+    assert a == b and a == sorted(a) and len(set(a)) > 1
+    lo = wait_quantile(load, 2, AdmissionConfig(wait_quantile=0.2))
+    hi = wait_quantile(load, 2, AdmissionConfig(wait_quantile=0.95))
+    assert 0 < lo < hi
