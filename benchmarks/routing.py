@@ -1,9 +1,10 @@
 """Routing under overload: three live policies and an oracle on seeded steady and bursty traces.
 
 Simulated Ollama (`--parallel` slots, `--token-delay` s per token) and Bedrock run in their
-own processes; three routers run the three policies, each with its own simulated Ollama (so
-the replays run at the same time; `--sequential` runs them one after another), all with the
-one simulated Bedrock:
+own processes; three routers run the three policies, each with its own simulated Ollama, all
+with the one simulated Bedrock. `hybrid` replays a trace alone, then `local-only` and
+`spill-on-error` together (their unbounded queues would take a small machine's CPU from the
+hybrid's router); `--sequential` runs all three one after another:
 
 - `local-only`: every request goes to the local slots and waits its turn;
 - `spill-on-error`: local first, Bedrock only when the local attempt fails (a wait bound
@@ -24,7 +25,7 @@ gives the router's predicted local wait for the estimator report (`--no-explain`
 Numbers and targets: `routing_report.py`. It reports; it never asserts (exit 0 unless the run
 itself broke).
 
-    python -m benchmarks.routing [--duration 60] [--load 1.7] [--bound 1.0] [--quick]
+    python -m benchmarks.routing [--duration 30] [--load 1.7] [--bound 1.0] [--quick]
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def start_sim(logdir: Path, module: str, name: str, argv: list[str],
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.routing", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals a trace")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals a trace")
     p.add_argument("--traces", default=",".join(TRACES))
     p.add_argument("--load", type=float, default=1.7, help="mean arrival rate / local capacity")
     p.add_argument("--calm-load", type=float, default=1.2, help="bursty: calm rate / capacity")
@@ -146,7 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20250805)
     p.add_argument("--policies", default=",".join(POLICIES))
     p.add_argument("--sequential", action="store_true",
-                   help="replay the policies one after another (default: at the same time)")
+                   help="replay the policies one after another (default: hybrid, then the "
+                        "other two together)")
     p.add_argument("--no-explain", action="store_true",
                    help="skip /v1/router/explain before each request (no estimator report)")
     p.add_argument("--quick", action="store_true", help="a few seconds a trace (smoke test)")
@@ -237,8 +239,10 @@ async def run(args: argparse.Namespace, routers: dict[str, tuple[str, str]],
             if args.sequential:
                 for kind in routers:
                     await one_policy(kind)
-            else:
-                await asyncio.gather(*(one_policy(k) for k in routers))
+            else:  # hybrid alone, then the others together (their queues grow unbounded)
+                first = [k for k in routers if k == "hybrid"]
+                for group in (first, [k for k in routers if k not in first]):
+                    await asyncio.gather(*(one_policy(k) for k in group))
             orc = oracle_row(trace, oracle_replay(trace, svc, args.bound), CLOUD_PRICE)
             orc["oracle_utilisation"] = orc["local_utilisation"]
             rows = {k: rows[k] for k in routers}

@@ -23,7 +23,7 @@ from benchmarks.routing_oracle import OracleResult
 from benchmarks.routing_traces import TraceRequest
 
 SPILL_CAUSES = ("queue_timeout", "queue_spilled")
-_REASON = re.compile(r"^(queue_wait|context|failover_after)[_=].*")
+_REASON = re.compile(r"^(queue_wait|context|failover_after|hedged)[_=].*")
 _EST_WAIT = re.compile(r"^queue_wait_(\d+)ms>")
 
 
@@ -111,6 +111,8 @@ def summarise(kind: str, outcomes: list[Outcome], util: list[tuple[float, int]],
         "standard_waited_then_spilled": sum(1 for o, _ in std if waited_then_spilled(o)),
         "standard_waited_then_spilled_share": _share(
             sum(1 for o, _ in std if waited_then_spilled(o)), n_std),
+        "standard_hedged_share": _share(
+            sum(1 for o, _ in std if o.cloud and o.reason.startswith("hedged=")), n_std),
         "private_wait_p50_s": _r(percentile(priv_w, 50)),
         "private_wait_p95_s": _r(percentile(priv_w, 95)),
         "share_wait_above_bound": _share(sum(1 for w in all_w if w > bound_s), len(all_w)),
