@@ -17,6 +17,7 @@ class AttemptStatus(StrEnum):
     ERROR = "error"  # a backend error without a code
     INTERNAL_ERROR = "internal_error"  # the router's own bug: no retry, no failover
     CANCELLED = "cancelled"  # the client went away (or shutdown) mid-attempt
+    HEDGE_LOST = "hedge_lost"  # cancelled: a parallel (hedge) attempt delivered first
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class AttemptRecord:
     backend: str
     outcome: str  # AttemptStatus.OK, another AttemptStatus, or the backend error's code
     retries: int = 0
+    hedge: bool = False  # started as a hedge beside a slow attempt (no first event yet)
 
     @property
     def failed(self) -> bool:

@@ -12,6 +12,17 @@ For each candidate in plan order:
    moves to the next candidate at once (a 503 or a reset is still retried);
 5. on a failure that another backend could fix, fail over to the next candidate.
 
+Hedged first tokens: while a candidate has delivered nothing — for a stream its first event (a
+reasoning token counts), for a non-streamed call its whole answer (first to answer wins) —
+after the hedge delay (`resilience/hedge.py`: the route's `hedge_after_s`, else derived from the
+backend's observed first-event latencies; the timer starts once a local slot is granted), the
+next eligible candidate starts in parallel. The first to deliver wins; the other is cancelled,
+its slot released and its attempt audited as `hedge_lost`; a winning hedge's reason is
+`hedged=<slow backend>`; `Hooks.on_hedge(hedge backend, won|lost)` counts it. One hedge per
+attempt in flight; a hedge is withdrawn from the hedged backend's retry budget (none when it is
+spent); a private request's next eligible candidate is local by the privacy re-check, so only
+local candidates are ever hedged for it. A hedge that fails leaves the other attempt running.
+
 Streams: `open_stream` fails over freely until the first event arrives (time-to-first-token
 limit applies); after that `StreamSession.events()` (`stream_session.py`) enforces the idle-gap
 limit and raises on a cut, stall or malformed stream, so the HTTP layer can end it with an
@@ -27,9 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from router import tracing
 from router.backends.base import Backend, BackendCall
@@ -57,6 +68,7 @@ from router.planner import Candidate, Plan
 from router.policy.schema import Policy
 from router.reasons import Reason, ReasonCode
 from router.resilience.circuit import BreakerBook
+from router.resilience.hedge import LatencyTracker, hedge_delay
 from router.resilience.retry import RetryBudget, call_with_retries
 from router.state.base import Lease, StateStore
 from router.stream_session import StreamSession as StreamSession
@@ -84,6 +96,29 @@ class Hooks:
     on_continuation: Callable[[str, str], None] | None = None  # (backend, outcome)
 
 
+@dataclass(slots=True)
+class _Refused:
+    """What context refusals ruled out: the (backend, model) pairs and the largest window."""
+
+    models: set[tuple[str, str]] = field(default_factory=set)
+    window: int = 0
+
+
+@dataclass(slots=True)
+class _Running:
+    """One candidate in flight: its audit record, its slot grant, what it hedges (if it is a
+    hedge)."""
+
+    cand: Candidate
+    record: AttemptRecord
+    admitted: asyncio.Event
+    hedge_of: str | None = None
+
+
+def _kind(ctx: RequestContext) -> str:
+    return "stream" if ctx.request.stream else "chat"
+
+
 class Executor:
     def __init__(
         self,
@@ -95,6 +130,7 @@ class Executor:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hooks: Hooks | None = None,
+        hedge_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.backends = backends
         self.policy = policy
@@ -105,6 +141,8 @@ class Executor:
         self.hooks = hooks or Hooks()
         self.budgets: dict[str, RetryBudget] = {}
         self.admission = LocalAdmission(store, clock)
+        self.hedge_sleep = hedge_sleep  # the hedge timer (real time; tests inject one)
+        self.latency = LatencyTracker(policy.hedge.window)  # first-event latencies
 
     # -- shared pieces -------------------------------------------------------------------
 
@@ -157,73 +195,209 @@ class Executor:
     async def _release(self, lease: Lease | None) -> None:
         await self.admission.release(lease)
 
-    async def _run_candidates(
-        self,
-        ctx: RequestContext,
-        plan: Plan,
-        attempt: Callable[[Candidate], Awaitable[T]],
-        keep_lease: bool,
-    ) -> tuple[T, Candidate, Lease | None]:
-        errors: list[BackendError] = []
-        failed_window = 0
+    def _eligible(self, ctx: RequestContext, plan: Plan, errors: list[BackendError],
+                  refused: _Refused) -> Iterator[Candidate]:
+        """The plan's candidates that may be attempted now, lazily (each is checked when it is
+        reached, after the attempts before it ended or started)."""
         for cand in plan.candidates:
             if ctx.facts.privacy == "private" and not self._is_local(cand.backend,
                                                                     cand.model_id):
                 log.critical("blocked a private request from non-local backend %s, model %s "
                              "(req %s)", cand.backend, cand.model_id, ctx.request_id)
                 continue
-            if failed_window and cand.context_window and cand.context_window <= failed_window:
+            if (cand.backend, cand.model_id) in refused.models:
+                continue  # a context refusal: never resent to the same model
+            if refused.window and cand.context_window and cand.context_window <= refused.window:
                 continue
             if self._remaining(ctx) <= 0:
-                break
+                return
             if not self.breakers.try_pass(cand.backend):
                 errors.append(BackendError("circuit open", backend=cand.backend,
                                            code="circuit_open"))
                 continue
-            if errors and self.hooks.on_failover:
+            yield cand
+
+    async def _try(self, ctx: RequestContext, cand: Candidate,
+                   attempt: Callable[[Candidate], Awaitable[T]], record: AttemptRecord,
+                   admitted: asyncio.Event, failover_from: str | None,
+                   ) -> tuple[T, Lease | None, float | None]:
+        """One candidate (admission, retries), its slot released on every failure path."""
+        lease: Lease | None = None
+        admitted_at: float | None = None
+        try:
+            with tracing.attempt(backend=cand.backend, model_id=cand.model_id,
+                                 backend_type=self.policy.backends[cand.backend].type,
+                                 logical_model=ctx.facts.model, local=cand.local,
+                                 number=len(ctx.attempts), failover_from=failover_from):
+                if cand.local:
+                    lease = await self._admit(ctx, cand)
+                    admitted_at = self.clock()
+                admitted.set()
+                result = await self._with_retries(ctx, cand, attempt, record)
+        except BackendError as exc:
+            await self._release(lease)
+            record.outcome = exc.code or AttemptStatus.ERROR
+            raise
+        except Exception as exc:  # the router's own: no retry, no failover, no breaker
+            await self._release(lease)
+            raise self._not_an_outage(ctx, cand, record, exc)  # noqa: B904 - chained
+        except BaseException:
+            await self._release(lease)
+            record.outcome = AttemptStatus.CANCELLED
+            raise
+        finally:
+            self.breakers.end_attempt(cand.backend)
+        return result, lease, admitted_at
+
+    def _hedge_after(self, ctx: RequestContext, plan: Plan, cand: Candidate) -> float | None:
+        """The hedge delay for `cand` (resilience/hedge.py), or None when hedging is off."""
+        cfg = self.policy.hedge
+        if not cfg.enabled:
+            return None
+        route = next((r for r in self.policy.routes if r.name == plan.route), None)
+        return hedge_delay(cfg, self.latency, cand.backend, _kind(ctx),
+                           route_after_s=route.hedge_after_s if route else None,
+                           cold=cand.cold)
+
+    async def _run_candidates(  # noqa: C901 - one race loop, its cases in order
+        self,
+        ctx: RequestContext,
+        plan: Plan,
+        attempt: Callable[[Candidate], Awaitable[T]],
+        keep_lease: bool,
+        discard: Callable[[T], Awaitable[None]] | None = None,
+    ) -> tuple[T, Candidate, Lease | None]:
+        errors: list[BackendError] = []
+        refused = _Refused()
+        eligible = self._eligible(ctx, plan, errors, refused)
+        running: dict[asyncio.Task[tuple[T, Lease | None, float | None]], _Running] = {}
+
+        def start(cand: Candidate, hedge_of: str | None = None) -> _Running:
+            if errors and hedge_of is None and self.hooks.on_failover:
                 self.hooks.on_failover(errors[-1].backend, errors[-1].code or "error")
-            record = AttemptRecord(cand.backend, AttemptStatus.OK)
+            record = AttemptRecord(cand.backend, AttemptStatus.OK, hedge=hedge_of is not None)
             ctx.attempts.append(record)
-            lease: Lease | None = None
-            try:
-                with tracing.attempt(backend=cand.backend, model_id=cand.model_id,
-                                     backend_type=self.policy.backends[cand.backend].type,
-                                     logical_model=ctx.facts.model, local=cand.local,
-                                     number=len(ctx.attempts),
-                                     failover_from=errors[-1].backend if errors else None):
-                    if cand.local:
-                        lease = await self._admit(ctx, cand)
-                        ctx.admitted_at = self.clock()
-                    result = await self._with_retries(ctx, cand, attempt, record)
-            except BackendError as exc:
-                await self._release(lease)
-                record.outcome = exc.code or AttemptStatus.ERROR
-                errors.append(exc)
-                if isinstance(exc, BackendContextExceeded):
-                    failed_window = cand.context_window or failed_window
-                if exc.retryable or isinstance(exc, FAILOVER_ERRORS + (QueueTimeout,
-                                                                       CircuitOpened)):
+            run = _Running(cand, record, asyncio.Event(), hedge_of)
+            task = asyncio.create_task(self._try(
+                ctx, cand, attempt, record, run.admitted,
+                hedge_of or (errors[-1].backend if errors else None)))
+            running[task] = run
+            return run
+
+        async def stop_all(reason: str) -> None:
+            for task in running:
+                task.cancel()
+            for task, run in list(running.items()):
+                try:
+                    value, lease, _ = await task
+                except BaseException:  # noqa: BLE001 - cancelled or failed: slot released
+                    pass
+                else:  # it finished before the cancel landed: give its stream and slot back
+                    if discard is not None:
+                        await discard(value)
+                    await self._release(lease)
+                    await self.breakers.record_success(run.cand.backend)
+                if reason and run.record.outcome in (AttemptStatus.OK, AttemptStatus.CANCELLED):
+                    run.record.outcome = reason
+            running.clear()
+
+        hedged = False  # a hedge was considered for the attempt in flight (one at most)
+        target: list[str] = []  # the backend a hedge was started on, if one was
+        try:
+            while True:
+                if not running:
+                    cand = next(eligible, None)
+                    if cand is None:
+                        break
+                    start(cand)
+                timer: asyncio.Task[None] | None = None
+                if len(running) == 1 and not hedged:
+                    (only,) = running.values()
+                    delay = self._hedge_after(ctx, plan, only.cand)
+                    if delay is not None and delay < self._remaining(ctx):
+                        timer = asyncio.create_task(self._hedge_timer(only.admitted, delay))
+                waiting: set[asyncio.Future[Any]] = set(running)
+                if timer is not None:
+                    waiting.add(timer)
+                try:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if timer is not None and not timer.done():
+                        timer.cancel()
+                if timer is not None and timer in done and len(done) == 1:
+                    (only,) = running.values()
+                    hedged = True
+                    target[:] = self._start_hedge(ctx, only, eligible, start)
                     continue
-                raise
-            except Exception as exc:  # the router's own: no retry, no failover, no breaker
-                await self._release(lease)
-                raise self._not_an_outage(ctx, cand, record, exc)  # noqa: B904 - chained
-            except BaseException:
-                await self._release(lease)
-                record.outcome = AttemptStatus.CANCELLED
-                raise
-            finally:
-                self.breakers.end_attempt(cand.backend)
-            if not keep_lease:
-                await self._release(lease)
-                lease = None
-            await self.breakers.record_success(cand.backend)
-            ctx.served_by = cand.backend
-            failover = any(a.failed for a in ctx.attempts)
-            ctx.reason = (Reason.failover_after(str(errors[-1].code)) if failover and errors
-                          else cand.reason)
-            return result, cand, lease
+                for task in [t for t in running if t in done]:
+                    run = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        value, lease, admitted_at = task.result()
+                        await stop_all(AttemptStatus.HEDGE_LOST)
+                        if target and self.hooks.on_hedge:
+                            self.hooks.on_hedge(target[0],
+                                                "won" if run.hedge_of is not None else "lost")
+                        return await self._served(ctx, run, errors, value, lease,
+                                                  admitted_at, keep_lease)
+                    if not isinstance(exc, BackendError):
+                        raise exc
+                    errors.append(exc)
+                    if isinstance(exc, BackendContextExceeded):
+                        refused.models.add((run.cand.backend, run.cand.model_id))
+                        refused.window = run.cand.context_window or refused.window
+                    if not running and not (exc.retryable or isinstance(
+                            exc, FAILOVER_ERRORS + (QueueTimeout, CircuitOpened))):
+                        raise exc  # (beside an attempt still running, that one decides)
+                if not running:  # the next candidate may be hedged in its turn
+                    if target and self.hooks.on_hedge:
+                        self.hooks.on_hedge(target[0], "lost")
+                    hedged, target[:] = False, []
+        except BaseException:
+            await stop_all("")
+            raise
         raise self._final_error(ctx, errors, plan)
+
+    async def _hedge_timer(self, admitted: asyncio.Event, delay: float) -> None:
+        await admitted.wait()  # a local slot wait is the queue bound's, not the hedge's
+        await self.hedge_sleep(delay)
+
+    def _start_hedge(self, ctx: RequestContext, primary: _Running,
+                     eligible: Iterator[Candidate],
+                     start: Callable[[Candidate, str | None], _Running]) -> list[str]:
+        """Start the next eligible candidate beside `primary` (a hedge counts against the
+        hedged backend's retry budget); returns [its backend], or [] when none started."""
+        if not self._budget(primary.cand.backend).withdraw():
+            return []  # the retry budget is spent: no hedge
+        cand = next(eligible, None)
+        if cand is None:
+            return []
+        log.info("hedging %s with %s (req %s): no first event yet", primary.cand.backend,
+                 cand.backend, ctx.request_id)
+        tracing.event("hedge", {"backend": cand.backend, "hedged": primary.cand.backend})
+        start(cand, primary.cand.backend)
+        return [cand.backend]
+
+    async def _served(self, ctx: RequestContext, run: _Running, errors: list[BackendError],
+                      value: T, lease: Lease | None,
+                      admitted_at: float | None, keep_lease: bool,
+                      ) -> tuple[T, Candidate, Lease | None]:
+        cand = run.cand
+        if admitted_at is not None:
+            ctx.admitted_at = admitted_at
+        if not keep_lease:
+            await self._release(lease)
+            lease = None
+        await self.breakers.record_success(cand.backend)
+        ctx.served_by = cand.backend
+        if run.hedge_of is not None:
+            ctx.reason = Reason.hedged(run.hedge_of)
+        elif any(a.failed and a.outcome != AttemptStatus.HEDGE_LOST for a in ctx.attempts) \
+                and errors:
+            ctx.reason = Reason.failover_after(str(errors[-1].code))
+        else:
+            ctx.reason = cand.reason
+        return value, cand, lease
 
     async def _with_retries(
         self,
@@ -250,9 +424,13 @@ class Executor:
             if remaining <= 0:
                 raise BackendTimeout("request deadline reached", backend=cand.backend,
                                      retryable=False)
+            began = self.clock()
             try:
                 async with asyncio.timeout(remaining):
-                    return await attempt(cand)
+                    value = await attempt(cand)
+                self.latency.observe(cand.backend, _kind(ctx), self.clock() - began,
+                                     cold=cand.cold)
+                return value
             except TimeoutError:
                 exc: BackendError = BackendTimeout(
                     f"no answer from '{cand.backend}' before the deadline",
@@ -341,7 +519,11 @@ class Executor:
             return agen, first
 
         ctx.plan = plan
+        async def discard(opened: tuple[AsyncIterator[StreamEvent], StreamEvent]) -> None:
+            await aclose_quietly(opened[0])  # a hedge that lost after its first event
+
         (agen, first), cand, lease = await self._run_candidates(ctx, plan, attempt,
-                                                                keep_lease=True)
+                                                                keep_lease=True,
+                                                                discard=discard)
         ctx.first_token_at = self.clock()
         return StreamSession(self, ctx, cand, agen, first, lease)

@@ -11,6 +11,7 @@ labels are `code.value`, so numbers never become label values.
     queue_wait           queue_wait_1800ms>1000ms   (estimated wait > bound, milliseconds)
     context              context_65536>32768        (tokens needed > context window)
     failover_after       failover_after=backend_timeout   (the error code that moved it)
+    hedged               hedged=local   (a hedge beside this slow backend answered first)
     anything else        its value, e.g. vram_insufficient
 """
 
@@ -35,6 +36,7 @@ class ReasonCode(StrEnum):
     CLOUD = "cloud"  # a cloud candidate after the first
     CLOUD_ROUTE = "cloud_route"  # the route prefers the cloud (no local reason to give)
     FAILOVER_AFTER = "failover_after"  # served after an earlier attempt failed
+    HEDGED = "hedged"  # served by a hedge started beside a slow first event
     NO_ROUTE = "no_route"  # no candidate and nothing excluded
     EXCLUDED = "excluded"  # excluded for a reason the planner has no code for
 
@@ -46,7 +48,8 @@ class Reason:
     bound_ms: int | None = None  # queue_wait: the route's (or key's) bound
     needed: int | None = None  # context: tokens the request needs
     window: int | None = None  # context: the largest window on that backend
-    cause: str | None = None  # failover_after: the error code of the failed attempt
+    cause: str | None = None  # failover_after: the failed attempt's error code; hedged: the
+    # slow backend the hedge was started beside
 
     @classmethod
     def queue_wait(cls, wait_s: float, bound_s: float) -> Reason:
@@ -60,6 +63,10 @@ class Reason:
     def failover_after(cls, cause: str) -> Reason:
         return cls(ReasonCode.FAILOVER_AFTER, cause=cause)
 
+    @classmethod
+    def hedged(cls, slow_backend: str) -> Reason:
+        return cls(ReasonCode.HEDGED, cause=slow_backend)
+
     def render(self) -> str:
         """The wire form, e.g. `queue_wait_1800ms>1000ms`."""
         if self.code is ReasonCode.QUEUE_WAIT:
@@ -68,6 +75,8 @@ class Reason:
             return f"context_{self.needed}>{self.window}"
         if self.code is ReasonCode.FAILOVER_AFTER:
             return f"failover_after={self.cause}"
+        if self.code is ReasonCode.HEDGED:
+            return f"hedged={self.cause}"
         return self.code.value
 
     def __str__(self) -> str:

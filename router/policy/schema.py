@@ -44,6 +44,8 @@ class Route(_Strict):
     match: RouteMatch = Field(default_factory=RouteMatch)
     targets: list[str] = Field(min_length=1)
     max_queue_wait_s: float = Field(default=1.0, ge=0)
+    # Hedge the first event after this long (None: derived per backend, see HedgeConfig).
+    hedge_after_s: float | None = Field(default=None, gt=0)
 
 
 class DetectorConfig(_Strict):
@@ -112,6 +114,26 @@ class AdmissionConfig(_Strict):
     sample_window: int = Field(default=64, ge=1, le=64)  # recent requests per backend model
 
 
+class HedgeConfig(_Strict):
+    """Hedged first tokens (docs/design.md, Failure semantics): when a candidate has sent no
+    first event (streams) or no answer (whole) after the delay, the next eligible candidate
+    starts in parallel; the first to deliver wins. The delay is the route's `hedge_after_s`,
+    else `factor` x the backend's observed `percentile` first-event latency (once it has
+    `min_samples`; `default_s` before), at least `floor_s` and, for streams, at most
+    `max_s`; for a cold local model never under its observed load time (`cold_load_s`
+    until one is observed)."""
+
+    enabled: bool = True
+    percentile: float = Field(default=0.95, gt=0, lt=1)
+    factor: float = Field(default=2.0, ge=1)
+    floor_s: float = Field(default=1.0, gt=0)
+    max_s: float = Field(default=10.0, gt=0)
+    default_s: float = Field(default=5.0, gt=0)  # until min_samples were observed
+    min_samples: int = Field(default=20, ge=1)
+    window: int = Field(default=200, ge=1, le=10000)  # recent first-event latencies kept
+    cold_load_s: float = Field(default=60.0, gt=0)  # a cold load, until one is observed
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     models: dict[str, ModelSpec]
@@ -123,6 +145,7 @@ class Policy(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
+    hedge: HedgeConfig = Field(default_factory=HedgeConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     deadline_s: float = Field(default=120.0, gt=0)
 
