@@ -17,6 +17,7 @@ import pytest
 from router.backends.base import Backend, BackendCall
 from router.backends.configs import BedrockConfig, OllamaConfig, SageMakerConfig, Timeouts
 from router.errors import (
+    BackendContextExceeded,
     BackendError,
     BackendRateLimited,
     BackendRejected,
@@ -207,6 +208,22 @@ async def test_errors_before_output(subject: Subject, backend: Backend, spec: di
     assert info.value.backend == backend.name
     if spec.get("retry_after"):
         assert info.value.retry_after == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_context_overflow_is_context_exceeded(subject: Subject, backend: Backend,
+                                                    stream: bool) -> None:
+    """Each built-in backend recognises its vendor's context-window refusal (the executor then
+    moves the request to a larger window); `openai_compat` is a test-only type, not covered."""
+    if subject.name == "openai_compat":
+        pytest.skip("test-only backend type: no context-window mapping of its own")
+    fault(subject, kind="context_exceeded")
+    with pytest.raises(BackendContextExceeded) as info:
+        if stream:
+            await collect(backend.stream(call(subject, stream=True)))
+        else:
+            await backend.chat(call(subject))
+    assert info.value.retryable is False and info.value.backend == backend.name
 
 
 @pytest.mark.parametrize("kind", ["cut", "midstream_error", "no_terminator"])
