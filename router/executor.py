@@ -23,6 +23,10 @@ attempt in flight; a hedge is withdrawn from the hedged backend's retry budget (
 spent); a private request's next eligible candidate is local by the privacy re-check, so only
 local candidates are ever hedged for it. A hedge that fails leaves the other attempt running.
 
+Context overflow (`BackendContextExceeded`): never resent to the same model; candidates whose
+window is not larger than the refusing one's are skipped (an unknown window skips only that
+model); when nothing is left the request ends as a 400 `context_length_exceeded`.
+
 Streams: `open_stream` fails over freely until the first event arrives (time-to-first-token
 limit applies); after that `StreamSession.events()` (`stream_session.py`) enforces the idle-gap
 limit and raises on a cut, stall or malformed stream, so the HTTP layer can end it with an
@@ -56,6 +60,7 @@ from router.errors import (
     BackendTimeout,
     BudgetExhausted,
     CircuitOpened,
+    ContextLengthExceeded,
     DeadlineExceeded,
     InternalError,
     NoLocalCapacity,
@@ -460,6 +465,13 @@ class Executor:
         if self._remaining(ctx) <= 0:
             return DeadlineExceeded(
                 f"the request's deadline passed after {len(ctx.attempts)} attempt(s)")
+        real = [e for e in errors if e.code != "circuit_open"]
+        if real and isinstance(real[-1], BackendContextExceeded):
+            # Refused for its length with nothing larger left (private requests too): the
+            # client's to fix, a clean 400 in its dialect's error shape, not a 502 or 503.
+            return ContextLengthExceeded(
+                "the request does not fit the context window of any backend that can serve "
+                f"it (refused by {real[-1].backend}); shorten the prompt or max_tokens")
         if ctx.facts.privacy == "private":
             detail = "; ".join(f"{e.backend}: {e.code}" for e in errors) or "none available"
             return NoLocalCapacity(
@@ -477,8 +489,7 @@ class Executor:
         if not errors:
             return NoLocalCapacity("no backend available", code="no_backend_available",
                                    retry_after=5)
-        real = [e for e in errors if e.code != "circuit_open"] or errors
-        return AllBackendsFailed(real)
+        return AllBackendsFailed(real or errors)
 
     # -- non-streamed --------------------------------------------------------------------
 

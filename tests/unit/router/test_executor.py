@@ -455,3 +455,45 @@ async def test_a_503_is_still_retried_on_the_same_backend() -> None:
     c = ctx(clock)
     await ex.chat(c, plan_of("local", "bedrock"))
     assert c.served_by == "local" and len(local.calls) == 2
+
+
+def _windowed(plan: Plan, **windows: int) -> Plan:
+    import dataclasses
+    return dataclasses.replace(plan, candidates=[
+        dataclasses.replace(c, context_window=windows.get(c.backend, 0)) for c in plan.candidates])
+
+
+async def test_context_overflow_with_nothing_larger_left_is_a_clean_400() -> None:
+    from router.errors import ContextLengthExceeded
+    local = FakeBackend("local", local=True,
+                        script=[BackendContextExceeded("too long", backend="local")])
+    ex, store, clock, slept, b = setup(local=local)
+    with pytest.raises(ContextLengthExceeded) as info:
+        await ex.chat(ctx(clock), _windowed(plan_of("local", "bedrock"), local=32768,
+                                            bedrock=32768))
+    assert info.value.status == 400 and info.value.code == "context_length_exceeded"
+    assert len(local.calls) == 1 and b["bedrock"].calls == []  # not larger: skipped
+    assert store.held() == 0
+
+
+async def test_context_overflow_moves_to_a_larger_window_or_when_unknown_the_next() -> None:
+    for windows in ({"local": 32768, "bedrock": 131072}, {}):
+        local = FakeBackend("local", local=True,
+                            script=[BackendContextExceeded("too long", backend="local")])
+        ex, store, clock, slept, b = setup(local=local)
+        c = ctx(clock)
+        await ex.chat(c, _windowed(plan_of("local", "bedrock"), **windows))
+        assert c.served_by == "bedrock" and len(local.calls) == 1
+        assert c.reason is not None
+        assert c.reason.render() == "failover_after=context_length_exceeded"
+
+
+async def test_a_private_context_overflow_is_a_400_not_no_local_capacity() -> None:
+    from router.errors import ContextLengthExceeded
+    local = FakeBackend("local", local=True,
+                        script=[BackendContextExceeded("too long", backend="local")])
+    ex, store, clock, slept, b = setup(local=local)
+    with pytest.raises(ContextLengthExceeded):
+        await ex.chat(ctx(clock, privacy="private"),
+                      plan_of("local", "bedrock", privacy="private"))
+    assert b["bedrock"].calls == []
