@@ -248,7 +248,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| " + " | ".join(c[0] for c in COLS) + " |",
-           "|" + "---|" * len(COLS)]
+           "|---|" + "---:|" * (len(COLS) - 1)]
     for row in rows:
         out.append("| " + " | ".join(_cell(row.get(k), kind) for _, k, _, kind in COLS) + " |")
     return out
