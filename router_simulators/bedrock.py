@@ -19,6 +19,10 @@ Routes (docs/protocols.md, Bedrock Converse and AWS event-stream encoding): `POS
 Faults: the `script.py` vocabulary. Bedrock-specific optional fields on a posted fault:
 `error_type` (override the exception name, e.g. `ModelNotReadyException`) and `original_status`
 (ModelErrorException / modelStreamErrorException `originalStatusCode`, default 500).
+A prompt (plus maxTokens) over `context_window` (`--context-window`): 400 ValidationException
+"Input is too long for requested model. The input length (N tokens with maxTokens) exceeds ..."
+(`context_message`). Prefill (a final assistant turn) is continued (`prefill.py`);
+`reject_prefill` answers Bedrock's ValidationException about the last turn.
 `context_exceeded`: 400 ValidationException before output for converse/invoke; for
 converse-stream a `messageStop` with stopReason `model_context_window_exceeded` and no output.
 `content_filter`: stopReason `guardrail_intervened` (finish_reason `content_filter` on invoke).
@@ -55,7 +59,8 @@ from router_simulators.bedrock_wire import (
     midstream_exception,
     openai_usage,
 )
-from router_simulators.script import Fault, FaultQueue, Script, SimStats, build_script, count_tokens
+from router_simulators.prefill import BEDROCK_PREFILL_REJECTED, is_prefill, scripted_answer
+from router_simulators.script import Fault, FaultQueue, Script, SimStats, prompt_token_count
 from router_simulators.server import run_forever
 
 KNOWN_MODELS = ("openai.gpt-oss-20b-1:0", "openai.gpt-oss-120b-1:0")
@@ -107,6 +112,13 @@ def _fault_error(fault: Fault) -> web.Response:
         extra["originalStatusCode"] = getattr(fault, "original_status", 500)
         extra["resourceName"] = "gpt-oss"
     return _error(code, fault.status, f"simulated {code}", **extra)
+
+
+def context_message(prompt_tokens: int, window: int) -> str:
+    """A prompt over `context_window`: Bedrock's own sentence (verified in public reports),
+    then the counts (the simulator's addition: real Bedrock's wording for them is unverified)."""
+    return (f"Input is too long for requested model. The input length ({prompt_tokens} tokens "
+            f"with maxTokens) exceeds the model's context window of {window} tokens.")
 
 
 def _closed(request: web.Request) -> bool:
@@ -204,17 +216,20 @@ async def _dispatch(request: web.Request, state: SimState, op: str, model_id: st
         return _error("ValidationException", 400, problem)
     messages, tools, effort, max_tokens = (
         converse_to_script_input(body) if converse else invoke_to_script_input(body))
-    prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages)
-    if prompt_tokens + (max_tokens or 0) > state.config.context_window:
-        return _error("ValidationException", 400, "Input is too long for requested model.")
-    fault = state.faults.take(model_id)
+    prompt_tokens = prompt_token_count(messages)
+    window = state.config.context_window
+    if prompt_tokens + (max_tokens or 0) > window:
+        return _error("ValidationException", 400, context_message(prompt_tokens, window))
+    prefill = is_prefill(messages)
+    fault = state.faults.take(model_id, prefill)
     if fault is not None:
         state.stats.faults_applied += 1
         streaming = op.endswith("stream")
         early = await _early_fault(request, fault, streaming=streaming, converse=converse)
         if early is not None:
             return early
-    script = build_script(messages, tools, effort, max_tokens)
+    script = scripted_answer(messages, tools, effort, max_tokens,
+                             echo=fault is not None and fault.kind == "echo_prefill")
     filtered = fault is not None and fault.kind == "content_filter"
     if op == "converse":
         return web.json_response(converse_body(script, filtered), dumps=_dumps,
@@ -235,6 +250,8 @@ async def _early_fault(request: web.Request, fault: Fault, *, streaming: bool,
                        converse: bool) -> web.StreamResponse | None:
     if fault.kind == "status":
         return _fault_error(fault)
+    if fault.kind == "reject_prefill":
+        return _error("ValidationException", 400, BEDROCK_PREFILL_REJECTED)
     if fault.kind == "reset":
         _abort(request)
     if fault.kind == "hang":
@@ -361,8 +378,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8082)
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between tokens")
+    parser.add_argument("--context-window", type=int, default=128_000,
+                        help="prompt + maxTokens limit in tokens (ValidationException above it)")
     args = parser.parse_args()
-    run_forever(create_app(BedrockSimConfig(token_delay_s=args.token_delay)), args.host, args.port)
+    cfg = BedrockSimConfig(token_delay_s=args.token_delay, context_window=args.context_window)
+    run_forever(create_app(cfg), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from router_simulators.ollama_state import SIM_KEY as SIM_KEY
 from router_simulators.ollama_state import GiB as GiB
 from router_simulators.ollama_state import OllamaSim as OllamaSim
 from router_simulators.ollama_state import OllamaSimConfig as OllamaSimConfig
+from router_simulators.prefill import is_prefill, scripted_answer
 from router_simulators.script import Fault, Script, build_script
 from router_simulators.server import run_forever
 
@@ -166,10 +167,12 @@ async def api_chat(request: web.Request) -> web.StreamResponse:
                 "message": {"role": "assistant", "content": ""}, "done_reason": reason,
                 "done": True, **({"load_duration": int(load_s * 1e9)} if load_s else {})}),
                 content_type=JSON_TYPE)
+        sim.check_context(m, num_ctx, messages, data.get("truncate"))
         predict = opts.get("num_predict")
-        s = build_script(messages, data.get("tools"), effort,
-                         predict if isinstance(predict, int) and predict > 0 else None)
-        f = sim.take_fault(m.tag)
+        f = sim.take_fault(m.tag, is_prefill(messages))
+        s = scripted_answer(messages, data.get("tools"), effort,
+                            predict if isinstance(predict, int) and predict > 0 else None,
+                            echo=f is not None and f.kind == "echo_prefill")
         if await sim.pre_fault(request, f, m.tag):
             return web.Response()
         start = time.time_ns()
@@ -368,7 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-queue", type=int, default=512)
     p.add_argument("--token-delay", type=float, default=0.01)
     p.add_argument("--load-time", type=float, default=0.0)
-    p.add_argument("--context", type=int, default=8192)
+    p.add_argument("--context", action="append", default=[], help="default num_ctx (N), or "
+                   "per model (TAG=N); repeatable; default 8192")
     p.add_argument("--resident", default=None, help="tags loaded at start (default: all that fit)")
     p.add_argument("--cloud-models", default="", help="cloud tag=remote model,... (e.g. "
                    "gpt-oss:120b-cloud=gpt-oss:120b)")
@@ -378,7 +382,10 @@ def main(argv: list[str] | None = None) -> None:
     resident = set(filter(None, a.resident.split(","))) if a.resident is not None else None
     cfg = OllamaSimConfig(models=_parse_models(a.models), gpu_gb=a.gpu_gb, parallel=a.parallel,
                           max_queue=a.max_queue, token_delay_s=a.token_delay,
-                          load_time_s=a.load_time, context_length=a.context, resident=resident,
+                          load_time_s=a.load_time, resident=resident,
+                          context_length=next((int(c) for c in a.context if "=" not in c), 8192),
+                          model_context={t: int(n) for t, _, n in
+                                         (c.rpartition("=") for c in a.context if "=" in c)},
                           cloud_models=dict(i.split("=", 1) for i in a.cloud_models.split(",")
                                             if "=" in i),
                           cloud_disabled=None if a.cloud_disabled is None

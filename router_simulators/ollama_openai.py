@@ -19,7 +19,8 @@ import orjson
 from aiohttp import web
 
 from router_simulators.ollama_state import JSON_TYPE, SIM_KEY, Fail, call_id, json_body
-from router_simulators.script import Script, build_script
+from router_simulators.prefill import is_prefill, scripted_answer
+from router_simulators.script import Script
 
 
 def _oai_err(e: Fail) -> web.Response:
@@ -72,9 +73,10 @@ async def v1_chat(request: web.Request) -> web.StreamResponse:
         effort = _v1_effort(data)
         messages = _v1_messages(data.get("messages"))
         mt = data.get("max_tokens")
-        s = build_script(messages, data.get("tools"), effort,
-                         mt if isinstance(mt, int) and mt > 0 else None)
-        f = sim.take_fault(m.tag)
+        f = sim.take_fault(m.tag, is_prefill(messages))
+        s = scripted_answer(messages, data.get("tools"), effort,
+                            mt if isinstance(mt, int) and mt > 0 else None,
+                            echo=f is not None and f.kind == "echo_prefill")
         if await sim.pre_fault(request, f, m.tag):
             return web.Response()
         sem, _ = await sim.acquire(m, None)

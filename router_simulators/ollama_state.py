@@ -22,12 +22,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router_simulators.script import Fault, FaultQueue, SimStats
+from router_simulators.prefill import PREFILL_REJECTED_OPENAI
+from router_simulators.script import Fault, FaultQueue, SimStats, prompt_token_count
 
 GiB = 1 << 30
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 JSON_TYPE = "application/json"
-_PRE_FAULTS = ("status", "reset", "hang", "context_exceeded", "content_filter")
+_PRE_FAULTS = ("status", "reset", "hang", "context_exceeded", "content_filter", "reject_prefill")
+# Ollama's text when `truncate: false` and the prompt does not fit (llm/llama_server.go)
+CONTEXT_ERROR = "the input length exceeds the context length"
 _AFTER_N = ("cut", "stall", "malformed", "midstream_error")
 _ID_CHARS = string.ascii_lowercase + string.digits
 
@@ -43,6 +46,7 @@ class OllamaSimConfig:
     token_delay_s: float = 0.0
     load_time_s: float = 0.0
     context_length: int = 8192
+    model_context: dict[str, int] = field(default_factory=dict)  # per-model default num_ctx
     resident: set[str] | None = None  # None: every model that fits, in order
     version: str = "0.12.3"
     # Ollama's own cloud models: tag -> the remote model it forwards to (`gpt-oss:120b-cloud`:
@@ -135,8 +139,22 @@ class OllamaSim:
 
     def _mark_loaded(self, m: Model, vram: int, num_ctx: int | None) -> None:
         m.loaded, m.size_vram = True, vram
-        m.context_length = num_ctx or self.cfg.context_length
+        m.context_length = num_ctx or self.default_context(m.tag)
         m.last_used, m.expires_at = time.time(), time.time() + 300
+
+    def default_context(self, tag: str) -> int:
+        return self.cfg.model_context.get(tag, self.cfg.context_length)
+
+    def check_context(self, m: Model, num_ctx: int | None, messages: list[dict[str, Any]],
+                      truncate: Any) -> None:
+        """Ollama's 400 for a prompt over the context when `truncate` is false (else it fits
+        silently, as Ollama truncates the history)."""
+        if truncate is not False:
+            return
+        limit = num_ctx or (m.context_length if m.loaded and m.context_length
+                            else self.default_context(m.tag))
+        if prompt_token_count(messages) > limit:
+            raise Fail(400, CONTEXT_ERROR)
 
     def lookup(self, tag: Any) -> Model:
         if not isinstance(tag, str) or not tag:
@@ -198,8 +216,8 @@ class OllamaSim:
         if keep_alive == 0 and m.users == 0:
             m.loaded, m.size_vram = False, 0
 
-    def take_fault(self, tag: str) -> Fault | None:
-        f = self.faults.take(tag)
+    def take_fault(self, tag: str, prefill: bool = False) -> Fault | None:
+        f = self.faults.take(tag, prefill)
         if f is not None:
             self.stats.faults_applied += 1
         return f
@@ -217,6 +235,8 @@ class OllamaSim:
                 raise Fail(400, "input length exceeds the context length")
             if f.kind == "content_filter":
                 raise Fail(400, "content blocked by safety filter")
+            if f.kind == "reject_prefill":
+                raise Fail(400, PREFILL_REJECTED_OPENAI)
             if f.kind == "reset":
                 if request.transport is not None:
                     request.transport.abort()

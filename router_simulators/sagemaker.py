@@ -51,6 +51,7 @@ import orjson
 from aiohttp import web
 
 from router_simulators import eventstream
+from router_simulators.prefill import PREFILL_REJECTED_OPENAI, is_prefill
 from router_simulators.sagemaker_wire import (
     FINISH,
     STATUS_CODES,
@@ -60,12 +61,13 @@ from router_simulators.sagemaker_wire import (
     context_exceeded_error,
     malformed_part,
     model_error_fields,
+    prefill_rejected_error,
     sse_error,
     stream_events,
     stream_exception_payload,
     upstream_error,
 )
-from router_simulators.script import Fault, FaultQueue, SimStats
+from router_simulators.script import Fault, FaultQueue, SimStats, prompt_token_count
 from router_simulators.server import run_forever
 
 FAULTS_KEY = web.AppKey("faults", FaultQueue)
@@ -80,6 +82,7 @@ class SageMakerSimConfig:
     split_parts: bool = True
     part_sizes: tuple[int, ...] = (7, 1, 13, 2, 700, 5, 3)
     utf8_suffix: str = " – café"
+    context_window: int = 131072  # vLLM max_model_len: prompt + max_tokens above it is a 400
     midstream_style: Literal["ModelStreamError", "InternalStreamFailure", "sse"] = (
         "ModelStreamError"
     )
@@ -176,6 +179,8 @@ async def _pre_output(request: web.Request, fault: Fault | None, endpoint: str,
         return _status_error(fault, endpoint, cfg)
     if kind == "context_exceeded":
         return context_exceeded(endpoint, cfg)
+    if kind == "reject_prefill":
+        return _model_error(endpoint, cfg, 400, prefill_rejected_error(PREFILL_REJECTED_OPENAI))
     if kind == "reset" or (kind == "cut" and not stream):
         _abort(request)
         return web.Response(status=500)
@@ -204,13 +209,19 @@ async def _begin(request: web.Request) -> _Begun | web.Response:
         inner = {"error": {"message": str(exc), "type": "BadRequestError", "code": 400}}
         return _model_error(endpoint, cfg, 400, inner)
     model = str(body.get("model") or endpoint)
+    prompt = prompt_token_count([m for m in body["messages"] if isinstance(m, dict)])
+    asked = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    asked = asked if isinstance(asked, int) else 0
+    if prompt + asked > cfg.context_window:
+        return _model_error(endpoint, cfg, 400,
+                            context_exceeded_error(cfg.context_window, prompt, asked))
     request.app[LAST_KEY].clear()
     request.app[LAST_KEY].update(
         endpoint=endpoint, body=body,
         inference_component=request.headers.get("X-Amzn-SageMaker-Inference-Component"),
         target_variant=request.headers.get("X-Amzn-SageMaker-Target-Variant"),
     )
-    fault = request.app[FAULTS_KEY].take(model)
+    fault = request.app[FAULTS_KEY].take(model, is_prefill(body["messages"]))
     stats = request.app[STATS_KEY]
     stats.begin(model)
     if fault is not None:
@@ -374,11 +385,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reasoning-field", choices=("reasoning", "reasoning_content"),
                    default="reasoning")
     p.add_argument("--no-split", action="store_true", help="one PayloadPart per SSE event")
+    p.add_argument("--context-window", type=int, default=131072,
+                   help="max_model_len: prompt + max_tokens above it answers a 400")
     args = p.parse_args(argv)
     cfg = SageMakerSimConfig(
         endpoints=tuple(args.endpoint or ("gpt-oss-20b-endpoint",)),
         token_delay_s=args.token_delay, reasoning_field=args.reasoning_field,
-        split_parts=not args.no_split,
+        split_parts=not args.no_split, context_window=args.context_window,
     )
     run_forever(create_app(cfg), args.host, args.port)
 

@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 
 from router_simulators import eventstream
-from router_simulators.script import Fault, Script, build_script
+from router_simulators.prefill import scripted_answer
+from router_simulators.script import Fault, Script
 
 STATUS_CODES = {400: "ValidationError", 424: "ModelError", 429: "ThrottlingException",
                 500: "InternalFailure", 503: "ServiceUnavailable"}
@@ -51,11 +52,23 @@ def upstream_error(orig: int) -> dict[str, Any]:
                       if orig < 500 else "InternalServerError", "code": orig}}
 
 
-def context_exceeded_error() -> dict[str, Any]:
-    """The container's JSON error for a prompt over the context length."""
-    return {"error": {"message": "This model's maximum context length is 131072 tokens.",
-                      "type": "BadRequestError", "param": "messages",
+def context_exceeded_error(window: int = 131072, prompt: int | None = None,
+                           completion: int = 0) -> dict[str, Any]:
+    """The container's JSON error for a prompt over the context length (vLLM's sentence, with
+    OpenAI's `context_length_exceeded` code)."""
+    message = f"This model's maximum context length is {window} tokens."
+    if prompt is not None:
+        message += (f" However, you requested {prompt + completion} tokens ({prompt} in the "
+                    f"messages, {completion} in the completion). Please reduce the length of "
+                    "the messages or completion.")
+    return {"error": {"message": message, "type": "BadRequestError", "param": "messages",
                       "code": "context_length_exceeded"}}
+
+
+def prefill_rejected_error(message: str) -> dict[str, Any]:
+    """The container's 400 for a request ending in an assistant message (fault only)."""
+    return {"object": "error", "message": message, "type": "BadRequestError", "param": None,
+            "code": 400}
 
 
 def _chunk(cid: str, created: int, model: str, delta: dict[str, Any] | None,
@@ -91,8 +104,9 @@ class Answer:
 
 def answer(body: dict[str, Any], endpoint: str, utf8_suffix: str, fault: Fault | None) -> Answer:
     messages = body.get("messages") or []
-    script = build_script(messages, body.get("tools"), body.get("reasoning_effort"),
-                          body.get("max_tokens") or body.get("max_completion_tokens"))
+    script = scripted_answer(messages, body.get("tools"), body.get("reasoning_effort"),
+                             body.get("max_tokens") or body.get("max_completion_tokens"),
+                             echo=fault is not None and fault.kind == "echo_prefill")
     content, finish, extra = list(script.content), script.finish_reason, 0
     if content and utf8_suffix and finish == "stop":
         content.append(utf8_suffix)

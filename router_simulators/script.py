@@ -15,6 +15,16 @@ Fault vocabulary (JSON objects posted to `POST /_sim/faults` as `{"faults": [...
     no_terminator     stream: send every token, then end without the final marker
     context_exceeded  the vendor's context-window error
     content_filter    the vendor's content-filter rejection
+    reject_prefill    a request whose last message is `assistant` gets the vendor's 400
+                      validation error (Bedrock: ValidationException about the last turn);
+                      other requests pass and do not consume it (prefill.py)
+    echo_prefill      a prefill continuation re-sends the prefix before the rest; applies only
+                      to requests whose last message is `assistant`
+    flap              503 (the vendor's) for every inference request during        duration_s
+                      `duration_s` seconds (times the queue's `time_scale`) from the
+                      moment it is posted; health and probe endpoints (/api/version,
+                      /api/tags, /api/ps) keep answering; `times` and queue order do not
+                      apply to it, `model` does
 
 Every fault also takes `times` (how many requests it applies to; -1 = every request until
 cleared) and `model` (apply only to that model id). Faults apply in FIFO order.
@@ -24,6 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +51,11 @@ FAULT_KINDS = (
     "no_terminator",
     "context_exceeded",
     "content_filter",
+    "reject_prefill",
+    "echo_prefill",
+    "flap",
 )
+PREFILL_ONLY = ("reject_prefill", "echo_prefill")
 
 _WORDS = (
     "the", "quick", "answer", "is", "that", "local", "inference", "keeps", "data", "on",
@@ -58,6 +74,7 @@ class Fault:
     times: int = 1
     model: str | None = None
     count: int = 1  # malformed (Ollama): corrupt lines in a row
+    duration_s: float = 0.0  # flap: how long inference answers 503
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Fault:
@@ -72,24 +89,48 @@ class Fault:
 
 
 class FaultQueue:
-    """Thread-safe FIFO of scripted faults."""
+    """Thread-safe FIFO of scripted faults, plus the deadlines of posted `flap` faults.
 
-    def __init__(self) -> None:
+    While a flap lasts, `take` answers a synthetic `status` 503 fault (each simulator renders
+    it in its own 503 shape) and leaves the queue alone.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 time_scale: float = 1.0) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._flaps: dict[str | None, float] = {}  # model (None: all) -> monotonic deadline
+        self.clock = clock
+        self.time_scale = time_scale
 
     def add(self, faults: list[Fault]) -> None:
         with self._lock:
-            self._faults.extend(faults)
+            for f in faults:
+                if f.kind == "flap":
+                    self._flaps[f.model] = self.clock() + f.duration_s * self.time_scale
+                else:
+                    self._faults.append(f)
 
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._flaps.clear()
 
-    def take(self, model: str | None) -> Fault | None:
+    def flapping(self, model: str | None) -> bool:
+        now = self.clock()
+        with self._lock:
+            return any(until > now and (m is None or m == model)
+                       for m, until in self._flaps.items())
+
+    def take(self, model: str | None, prefill: bool = False) -> Fault | None:
+        """The next fault for a request to `model` (`prefill`: its last message is assistant)."""
+        if self.flapping(model):
+            return Fault(kind="status", status=503, model=model)
         with self._lock:
             for i, f in enumerate(self._faults):
                 if f.model is not None and f.model != model:
+                    continue
+                if f.kind in PREFILL_ONLY and not prefill:
                     continue
                 if f.times > 0:
                     f.times -= 1
@@ -162,6 +203,11 @@ def count_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def prompt_token_count(messages: list[dict[str, Any]]) -> int:
+    """The simulator's prompt length: each message's text plus 4 tokens of framing."""
+    return sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages)
+
+
 def _fill_args(parameters: dict[str, Any] | None, prompt: str) -> dict[str, Any]:
     props = (parameters or {}).get("properties") or {}
     required = (parameters or {}).get("required") or list(props)
@@ -188,7 +234,7 @@ def build_script(
     - otherwise: a short answer. Reasoning length grows with `effort`.
     """
     prompt = " ".join(str(m.get("content") or "") for m in messages)
-    prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages)
+    prompt_tokens = prompt_token_count(messages)
     last = messages[-1] if messages else {"role": "user", "content": ""}
     digest = hashlib.sha256(prompt.encode()).digest()
     n_reason = {"low": 3, "medium": 6, "high": 12}.get(effort or "medium", 6)
