@@ -155,7 +155,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS / "routing.json")
     a = p.parse_args(argv)
     if a.quick:
-        a.duration, a.calibration = 4.0, 3
+        a.duration, a.calibration = 3.0, 3
     if a.cloud_token_delay is None:
         a.cloud_token_delay = a.token_delay
     a.policies = [x for x in a.policies.split(",") if x]

@@ -130,3 +130,19 @@ def test_waited_then_spilled_and_estimator() -> None:
     assert e["available"] and e["pairs"] == 2
     assert e["bias_s"] == pytest.approx(0.0) and e["spread_s"] == pytest.approx(0.2)
     assert estimator(outs[3:], [0.2]) == {"available": False, "pairs": 0}
+
+
+def test_simulator_flags_follow_the_detected_features() -> None:
+    from benchmarks.routing import FEATURES, build_trace, parse_args, sim_flags
+
+    args = parse_args(["--quick", "--batch-slowdown", "0.2"])
+    assert sim_flags(args, [], 0) == []
+    flags = sim_flags(args, list(FEATURES), 1)
+    assert flags == ["--answer-tokens", args.answer_tokens, "--seed", str(args.seed + 1),
+                     "--prefill-tps", "6000", "--batch-slowdown", "0.2"]
+    spec = LengthSpec.parse(args.answer_tokens)
+    drawn = build_trace("bursty", args, 7.0, spec, None)
+    fixed = build_trace("bursty", args, 7.0, spec, 18)
+    assert [r.at_s for r in drawn] == [r.at_s for r in fixed]
+    assert {r.answer_tokens for r in fixed} <= {18} | set(Mix(spec).max_tokens_choices)
+    assert len({r.answer_tokens for r in drawn}) > 3
