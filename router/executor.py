@@ -51,27 +51,20 @@ from router.backends.base import Backend, BackendCall
 from router.backends.ollama_cloud import is_cloud_tag
 from router.context import AttemptRecord, AttemptStatus, RequestContext
 from router.errors import (
-    AllBackendsFailed,
     BackendAuthError,
     BackendContextExceeded,
     BackendError,
     BackendModelMissing,
     BackendStreamError,
     BackendTimeout,
-    BudgetExhausted,
     CircuitOpened,
-    ContextLengthExceeded,
-    DeadlineExceeded,
-    InternalError,
-    NoLocalCapacity,
     QueueTimeout,
-    RouterError,
-    describe_exception,
 )
+from router.failures import final_error, not_an_outage
 from router.local_admission import LocalAdmission
 from router.planner import Candidate, Plan
 from router.policy.schema import Policy
-from router.reasons import Reason, ReasonCode
+from router.reasons import Reason
 from router.resilience.circuit import BreakerBook
 from router.resilience.hedge import LatencyTracker, hedge_delay
 from router.resilience.retry import RetryBudget, call_with_retries
@@ -161,25 +154,6 @@ class Executor:
         serves_locally = getattr(impl, "serves_locally", None)
         return not callable(serves_locally) or bool(serves_locally(model_id))
 
-    def _not_an_outage(self, ctx: RequestContext, cand: Candidate, record: AttemptRecord,
-                       exc: Exception) -> RouterError:
-        """What to raise for a non-BackendError from an attempt: the router's own RouterError as
-        it is; a bug (RequestBuildError, anything else) logged by type and place only, as a
-        500 internal_error."""
-        if isinstance(exc, RouterError) and not isinstance(exc, InternalError):
-            record.outcome = exc.code or AttemptStatus.ERROR
-            return exc
-        record.outcome = AttemptStatus.INTERNAL_ERROR
-        if isinstance(exc, InternalError):
-            err, where = exc, exc.where
-        else:
-            where = describe_exception(exc)
-            err = InternalError("The router hit an internal error; it has been logged.",
-                                backend=cand.backend, where=where)
-        log.error("internal error on an attempt to %s (req %s): %s; not retried, no failover",
-                  cand.backend, ctx.request_id, where or type(exc).__name__)
-        return err
-
     def _remaining(self, ctx: RequestContext) -> float:
         return ctx.deadline - self.clock()
 
@@ -245,7 +219,7 @@ class Executor:
             raise
         except Exception as exc:  # the router's own: no retry, no failover, no breaker
             await self._release(lease)
-            raise self._not_an_outage(ctx, cand, record, exc)  # noqa: B904 - chained
+            raise not_an_outage(ctx, cand, record, exc)  # noqa: B904 - chained
         except BaseException:
             await self._release(lease)
             record.outcome = AttemptStatus.CANCELLED
@@ -361,7 +335,7 @@ class Executor:
         except BaseException:
             await stop_all("")
             raise
-        raise self._final_error(ctx, errors, plan)
+        raise final_error(ctx, errors, plan, self._remaining(ctx))
 
     async def _hedge_timer(self, admitted: asyncio.Event, delay: float) -> None:
         await admitted.wait()  # a local slot wait is the queue bound's, not the hedge's
@@ -458,38 +432,6 @@ class Executor:
             sleep=self.sleep,
             on_retry=on_retry,
         )
-
-    def _final_error(
-        self, ctx: RequestContext, errors: list[BackendError], plan: Plan
-    ) -> RouterError:
-        if self._remaining(ctx) <= 0:
-            return DeadlineExceeded(
-                f"the request's deadline passed after {len(ctx.attempts)} attempt(s)")
-        real = [e for e in errors if e.code != "circuit_open"]
-        if real and isinstance(real[-1], BackendContextExceeded):
-            # Refused for its length with nothing larger left (private requests too): the
-            # client's to fix, a clean 400 in its dialect's error shape, not a 502 or 503.
-            return ContextLengthExceeded(
-                "the request does not fit the context window of any backend that can serve "
-                f"it (refused by {real[-1].backend}); shorten the prompt or max_tokens")
-        if ctx.facts.privacy == "private":
-            detail = "; ".join(f"{e.backend}: {e.code}" for e in errors) or "none available"
-            return NoLocalCapacity(
-                f"no local backend could serve this private request ({detail}); private "
-                "requests are never sent to the cloud", retry_after=5)
-        capacity_only = errors and all(isinstance(e, QueueTimeout) or e.code == "circuit_open"
-                                       for e in errors)
-        if capacity_only and any(e.reason.code is ReasonCode.BUDGET_EXHAUSTED
-                                 for e in plan.excluded):
-            return BudgetExhausted("the daily cloud budget is spent and no local slot freed "
-                                   "up within the wait bound", retry_after=60)
-        if capacity_only:
-            return NoLocalCapacity("no local capacity and no other backend available",
-                                   code="no_backend_available", retry_after=5)
-        if not errors:
-            return NoLocalCapacity("no backend available", code="no_backend_available",
-                                   retry_after=5)
-        return AllBackendsFailed(real or errors)
 
     # -- non-streamed --------------------------------------------------------------------
 
