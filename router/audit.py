@@ -87,18 +87,23 @@ class BackendReason:
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
-    """One attempt on one backend: `outcome` is "ok" or the error code."""
+    """One attempt on one backend: `outcome` is "ok" or the error code; `hedge` marks one
+    started beside a slow attempt (written only when true)."""
 
     backend: str
     outcome: str
     error_code: str | None = None
+    hedge: bool = False
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {
+    def to_dict(self) -> dict[str, str | bool | None]:
+        out: dict[str, str | bool | None] = {
             "backend": _s(self.backend, "backend"),
             "outcome": _s(self.outcome, "outcome"),
             "error_code": _opt_s(self.error_code, "error_code"),
         }
+        if self.hedge:
+            out["hedge"] = True
+        return out
 
 
 def _reasons(items: Iterable[BackendReason | Mapping[str, str]], name: str) -> tuple[Any, ...]:
@@ -119,7 +124,8 @@ def _attempts(items: Iterable[AttemptOutcome | Mapping[str, Any]]) -> tuple[Any,
         if isinstance(item, AttemptOutcome):
             out.append(item)
         elif isinstance(item, Mapping):
-            out.append(AttemptOutcome(item["backend"], item["outcome"], item.get("error_code")))
+            out.append(AttemptOutcome(item["backend"], item["outcome"], item.get("error_code"),
+                                      item.get("hedge") is True))
         else:
             raise TypeError("audit field attempts takes AttemptOutcome items")
     return tuple(out)

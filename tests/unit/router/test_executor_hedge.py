@@ -161,3 +161,10 @@ async def test_a_failed_hedge_leaves_the_primary_running() -> None:
     local.gate.set()
     assert (await calling).content == "answer from local"
     assert hedges == [("bedrock", "lost")]
+
+
+def test_the_audit_marks_a_hedge_attempt_only_when_it_is_one() -> None:
+    from router.audit import AttemptOutcome
+    assert "hedge" not in AttemptOutcome("local", "ok").to_dict()
+    hedge = AttemptOutcome("bedrock", "hedge_lost", "hedge_lost", hedge=True)
+    assert hedge.to_dict()["hedge"] is True
