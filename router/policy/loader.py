@@ -175,7 +175,8 @@ def _check_names(policy: Policy) -> list[str]:
 
 def policy_warnings(policy: Policy) -> list[str]:
     """`PATH: warning` lines for a valid policy: models a local backend forwards off the
-    premises (Ollama cloud models on `ollama` backends)."""
+    premises (Ollama cloud models on `ollama` backends), a route hedge delay a stream's
+    first-token timeout would always beat."""
     lines: list[str] = []
     for name, cfg in policy.backends.items():
         for logical, model_id in cfg.models.items():
@@ -190,6 +191,13 @@ def policy_warnings(policy: Policy) -> list[str]:
                     lines.append(f"routes[{r}].targets[{t}]: route '{route.name}' matches "
                                  f"private requests: backend '{name}' will not serve "
                                  f"'{logical}' to them ({model_id} is an Ollama cloud model)")
+    ttft = policy.stream.first_token_timeout_s
+    for r, route in enumerate(policy.routes):
+        if policy.hedge.enabled and route.hedge_after_s is not None \
+                and route.hedge_after_s >= ttft:
+            lines.append(f"routes[{r}].hedge_after_s: {route.hedge_after_s:g}s is not under "
+                         f"stream.first_token_timeout_s ({ttft:g}s): a stream's first token "
+                         "times out (and fails over) before it would be hedged")
     return lines
 
 

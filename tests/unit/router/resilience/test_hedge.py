@@ -68,3 +68,17 @@ def test_the_window_keeps_recent_samples_only() -> None:
 def test_percentile_nearest_rank() -> None:
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+
+
+def test_a_route_hedge_delay_past_the_first_token_timeout_is_warned_about() -> None:
+    from router.policy.loader import parse_policy, policy_warnings
+    base = {"models": {"m": {"vram_gb": 1}},
+            "backends": {"b": {"type": "bedrock", "models": {"m": "x"}}},
+            "stream": {"first_token_timeout_s": 10}}
+    late = parse_policy({**base, "routes": [{"name": "r", "targets": ["b"],
+                                             "hedge_after_s": 12}]})
+    assert any("routes[0].hedge_after_s" in w for w in policy_warnings(late))
+    fine = parse_policy({**base, "routes": [{"name": "r", "targets": ["b"],
+                                             "hedge_after_s": 3}]})
+    assert policy_warnings(fine) == []
+    assert fine.routes[0].hedge_after_s == 3 and fine.hedge.default_s == 5.0
