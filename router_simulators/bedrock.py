@@ -44,11 +44,12 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from router_simulators import eventstream
+from router_simulators import eventstream, service_time
 from router_simulators.bedrock_wire import (
     ERROR_TYPES,
     STOP_REASONS,
     check_converse,
+    context_message,
     converse_body,
     converse_events,
     converse_to_script_input,
@@ -62,6 +63,7 @@ from router_simulators.bedrock_wire import (
 from router_simulators.prefill import BEDROCK_PREFILL_REJECTED, is_prefill, scripted_answer
 from router_simulators.script import Fault, FaultQueue, Script, SimStats, prompt_token_count
 from router_simulators.server import run_forever
+from router_simulators.service_time import AnswerLengths, ServiceTime
 
 KNOWN_MODELS = ("openai.gpt-oss-20b-1:0", "openai.gpt-oss-120b-1:0")
 _CORAL = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
@@ -74,6 +76,13 @@ class BedrockSimConfig:
     token_delay_s: float = 0.0
     models: tuple[str, ...] = KNOWN_MODELS
     context_window: int = 128_000
+    # service time (service_time.py): answer lengths, prefill rate, batched-decode slowdown
+    answer_lengths: AnswerLengths = field(default_factory=AnswerLengths)
+    prefill_tps: float = 0.0
+    batch_slowdown: float = 0.0
+
+    def service(self) -> ServiceTime:
+        return ServiceTime(self.token_delay_s, self.prefill_tps, self.batch_slowdown)
     invoke_reasoning: str = "tags"  # "tags" (<reasoning> in content) or "field" (delta.reasoning)
 
 
@@ -114,13 +123,6 @@ def _fault_error(fault: Fault) -> web.Response:
     return _error(code, fault.status, f"simulated {code}", **extra)
 
 
-def context_message(prompt_tokens: int, window: int) -> str:
-    """A prompt over `context_window`: Bedrock's own sentence (verified in public reports),
-    then the counts (the simulator's addition: real Bedrock's wording for them is unverified)."""
-    return (f"Input is too long for requested model. The input length ({prompt_tokens} tokens "
-            f"with maxTokens) exceeds the model's context window of {window} tokens.")
-
-
 def _closed(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
@@ -151,7 +153,7 @@ async def _send_frames(request: web.Request, resp: web.StreamResponse, frames: l
     """Write frames one by one, applying a stream fault once `after_tokens` tokens are out
     (or at the terminator, if the answer is shorter than that)."""
     state = request.app[STATE]
-    delay = state.config.token_delay_s
+    service = state.config.service()
     sent = 0
     kind = fault.kind if fault is not None else ""
     first = True
@@ -176,6 +178,7 @@ async def _send_frames(request: web.Request, resp: web.StreamResponse, frames: l
         if is_token:
             first = False
             sent += 1
+            delay = service.token_s(state.stats.in_flight)
             if delay > 0:
                 await asyncio.sleep(delay)
         await resp.write(data)
@@ -229,7 +232,11 @@ async def _dispatch(request: web.Request, state: SimState, op: str, model_id: st
         if early is not None:
             return early
     script = scripted_answer(messages, tools, effort, max_tokens,
-                             echo=fault is not None and fault.kind == "echo_prefill")
+                             echo=fault is not None and fault.kind == "echo_prefill",
+                             lengths=state.config.answer_lengths, model=model_id)
+    wait = state.config.service().prefill_s(script.prompt_tokens)
+    if wait > 0:
+        await asyncio.sleep(wait)
     filtered = fault is not None and fault.kind == "content_filter"
     if op == "converse":
         return web.json_response(converse_body(script, filtered), dumps=_dumps,
@@ -380,8 +387,12 @@ def main() -> None:
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between tokens")
     parser.add_argument("--context-window", type=int, default=128_000,
                         help="prompt + maxTokens limit in tokens (ValidationException above it)")
+    service_time.add_flags(parser)
     args = parser.parse_args()
-    cfg = BedrockSimConfig(token_delay_s=args.token_delay, context_window=args.context_window)
+    lengths, prefill_tps, slowdown = service_time.from_args(args)
+    cfg = BedrockSimConfig(token_delay_s=args.token_delay, context_window=args.context_window,
+                           answer_lengths=lengths, prefill_tps=prefill_tps,
+                           batch_slowdown=slowdown)
     run_forever(create_app(cfg), args.host, args.port)
 
 

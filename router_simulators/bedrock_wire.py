@@ -244,3 +244,10 @@ def invoke_deltas(script: Script, reasoning_field: bool) -> list[dict[str, Any]]
     if deltas:
         deltas[0] = {"role": "assistant", **deltas[0]}
     return deltas
+
+
+def context_message(prompt_tokens: int, window: int) -> str:
+    """A prompt over `context_window`: Bedrock's own sentence (verified in public reports),
+    then the counts (the simulator's addition: real Bedrock's wording for them is unverified)."""
+    return (f"Input is too long for requested model. The input length ({prompt_tokens} tokens "
+            f"with maxTokens) exceeds the model's context window of {window} tokens.")

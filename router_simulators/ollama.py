@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router_simulators import service_time
 from router_simulators.ollama_openai import v1_chat, v1_models
 from router_simulators.ollama_state import BUSY as BUSY
 from router_simulators.ollama_state import JSON_TYPE, Fail, Model, call_id, json_body
@@ -172,7 +173,8 @@ async def api_chat(request: web.Request) -> web.StreamResponse:
         f = sim.take_fault(m.tag, is_prefill(messages))
         s = scripted_answer(messages, data.get("tools"), effort,
                             predict if isinstance(predict, int) and predict > 0 else None,
-                            echo=f is not None and f.kind == "echo_prefill")
+                            echo=f is not None and f.kind == "echo_prefill",
+                            lengths=sim.cfg.answer_lengths, model=m.tag)
         if await sim.pre_fault(request, f, m.tag):
             return web.Response()
         start = time.time_ns()
@@ -180,10 +182,11 @@ async def api_chat(request: web.Request) -> web.StreamResponse:
     except Fail as e:
         return _err(e.status, e.message, e.retry_after)
     ok = False
-    delay = sim.cfg.token_delay_s
+    delay = sim.pace(m)
     reason = "length" if s.finish_reason == "length" else "stop"
     head = {"model": m.tag, "created_at": now}
     try:
+        await sim.prefill(s)
         if data.get("stream") is False:
             msg: dict[str, Any] = {"role": "assistant", "content": "".join(s.content)}
             if s.reasoning:
@@ -212,7 +215,7 @@ async def api_chat(request: web.Request) -> web.StreamResponse:
         sresp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await sresp.prepare(request)
         ok = await sim.emit(request, sresp, lines, final, f,
-                            b'{"error":"simulated error mid-stream"}\n', b'{"model": oops\n')
+                            b'{"error":"simulated error mid-stream"}\n', b'{"model": oops\n', m)
         return sresp
     except Fail as e:
         return _err(e.status, e.message, e.retry_after)
@@ -376,13 +379,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resident", default=None, help="tags loaded at start (default: all that fit)")
     p.add_argument("--cloud-models", default="", help="cloud tag=remote model,... (e.g. "
                    "gpt-oss:120b-cloud=gpt-oss:120b)")
+    service_time.add_flags(p)
     p.add_argument("--cloud-disabled", choices=("true", "false"), default=None,
                    help="serve /api/status with this (default: no /api/status, as before 0.16.2)")
     a = p.parse_args(argv)
     resident = set(filter(None, a.resident.split(","))) if a.resident is not None else None
+    lengths, prefill_tps, slowdown = service_time.from_args(a)
     cfg = OllamaSimConfig(models=_parse_models(a.models), gpu_gb=a.gpu_gb, parallel=a.parallel,
                           max_queue=a.max_queue, token_delay_s=a.token_delay,
-                          load_time_s=a.load_time, resident=resident,
+                          load_time_s=a.load_time, resident=resident, answer_lengths=lengths,
+                          prefill_tps=prefill_tps, batch_slowdown=slowdown,
                           context_length=next((int(c) for c in a.context if "=" not in c), 8192),
                           model_context={t: int(n) for t, _, n in
                                          (c.rpartition("=") for c in a.context if "=" in c)},

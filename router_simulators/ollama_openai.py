@@ -76,20 +76,22 @@ async def v1_chat(request: web.Request) -> web.StreamResponse:
         f = sim.take_fault(m.tag, is_prefill(messages))
         s = scripted_answer(messages, data.get("tools"), effort,
                             mt if isinstance(mt, int) and mt > 0 else None,
-                            echo=f is not None and f.kind == "echo_prefill")
+                            echo=f is not None and f.kind == "echo_prefill",
+                            lengths=sim.cfg.answer_lengths, model=m.tag)
         if await sim.pre_fault(request, f, m.tag):
             return web.Response()
         sem, _ = await sim.acquire(m, None)
     except Fail as e:
         return _oai_err(e)
     ok = False
-    delay = sim.cfg.token_delay_s
+    delay = sim.pace(m)
     head = {"id": f"chatcmpl-{random.randint(0, 999)}", "created": int(time.time()),
             "model": m.tag, "system_fingerprint": "fp_ollama"}
     usage = {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
              "total_tokens": s.prompt_tokens + s.completion_tokens}
     finish = s.finish_reason
     try:
+        await sim.prefill(s)
         if not data.get("stream"):
             msg: dict[str, Any] = {"role": "assistant", "content": "".join(s.content)}
             if s.reasoning:
@@ -122,7 +124,7 @@ async def v1_chat(request: web.Request) -> web.StreamResponse:
         sresp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await sresp.prepare(request)
         ok = await sim.emit(request, sresp, lines, final, f,
-                            b"data: " + orjson.dumps(err) + b"\n\n", b"data: {oops\n\n")
+                            b"data: " + orjson.dumps(err) + b"\n\n", b"data: {oops\n\n", m)
         return sresp
     except Fail as e:
         return _oai_err(e)

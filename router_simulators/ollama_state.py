@@ -23,7 +23,8 @@ import orjson
 from aiohttp import web
 
 from router_simulators.prefill import PREFILL_REJECTED_OPENAI
-from router_simulators.script import Fault, FaultQueue, SimStats, prompt_token_count
+from router_simulators.script import Fault, FaultQueue, Script, SimStats, prompt_token_count
+from router_simulators.service_time import AnswerLengths, ServiceTime
 
 GiB = 1 << 30
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
@@ -47,6 +48,10 @@ class OllamaSimConfig:
     load_time_s: float = 0.0
     context_length: int = 8192
     model_context: dict[str, int] = field(default_factory=dict)  # per-model default num_ctx
+    # service time (service_time.py): answer lengths, prefill rate, batched-decode slowdown
+    answer_lengths: AnswerLengths = field(default_factory=AnswerLengths)
+    prefill_tps: float = 0.0
+    batch_slowdown: float = 0.0
     resident: set[str] | None = None  # None: every model that fits, in order
     version: str = "0.12.3"
     # Ollama's own cloud models: tag -> the remote model it forwards to (`gpt-oss:120b-cloud`:
@@ -70,6 +75,7 @@ class Model:
     loaded: bool = False
     context_length: int = 0
     users: int = 0
+    busy: int = 0  # requests holding one of its slots (decoding)
     last_used: float = 0.0
     expires_at: float = 0.0
 
@@ -205,11 +211,26 @@ class OllamaSim:
         finally:
             self.pending -= 1
         self.stats.begin(m.tag)
+        m.busy += 1
         return sem, load_s
+
+    def service(self) -> ServiceTime:
+        c = self.cfg
+        return ServiceTime(c.token_delay_s, c.prefill_tps, c.batch_slowdown)
+
+    def pace(self, m: Model | None) -> float:
+        """Seconds per token now: the token delay, slowed by the model's busy slots."""
+        return self.service().token_s(m.busy if m is not None else 1)
+
+    async def prefill(self, s: Script) -> None:
+        wait = self.service().prefill_s(s.prompt_tokens)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def release(self, m: Model, sem: asyncio.Semaphore, keep_alive: float, ok: bool) -> None:
         sem.release()
         m.users -= 1
+        m.busy -= 1
         self.stats.end(completed=ok)
         m.last_used = time.time()
         m.expires_at = m.last_used + keep_alive
@@ -247,20 +268,21 @@ class OllamaSim:
             self.stats.end(completed=False)
 
     async def emit(self, request: web.Request, resp: web.StreamResponse, lines: list[bytes],
-                   final: bytes, f: Fault | None, err: bytes, bad: bytes) -> bool:
+                   final: bytes, f: Fault | None, err: bytes, bad: bytes,
+                   m: Model | None = None) -> bool:
         """Write a stream's token lines then its terminator, applying a stream fault."""
         kind = f.kind if f is not None else None
         if f is not None and kind == "slow_first_token":
             await asyncio.sleep(f.delay_s)
             kind = None
-        delay = self.cfg.token_delay_s
+        delay = self.pace(m)
         if delay <= 0 and kind is None:
             await resp.write(b"".join(lines) + final)
             return True
         n = min(f.after_tokens, len(lines)) if f is not None and kind in _AFTER_N else len(lines)
         if delay > 0:
             for line in lines[:n]:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self.pace(m))
                 await resp.write(line)
         elif n:
             await resp.write(b"".join(lines[:n]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from router_simulators.script import Script, build_script, count_tokens
+from router_simulators.service_time import AnswerLengths
 
 BEDROCK_PREFILL_REJECTED = (
     "The model that you are using requires the last turn in the conversation to be a user "
@@ -63,13 +64,20 @@ def scripted_answer(
     max_tokens: int | None = None,
     *,
     echo: bool = False,
-    answer_tokens: int = 12,
+    lengths: AnswerLengths | None = None,
+    model: str = "",
 ) -> Script:
-    """`build_script`, continued after an assistant prefill when there is one."""
-    if not is_prefill(messages):
+    """`build_script`, continued after an assistant prefill when there is one; the answer's
+    length comes from `lengths` (service_time.py) for `model`, drawn from the prompt without
+    the prefill."""
+    prefill = is_prefill(messages)
+    head = messages[:-1] if prefill else messages
+    drawn = lengths.tokens(model, " ".join(str(m.get("content") or "") for m in head)) \
+        if lengths is not None else None
+    answer_tokens = drawn or 12
+    if not prefill:
         return build_script(messages, tools, effort, max_tokens, answer_tokens)
     prefix = str(messages[-1].get("content") or "")
-    head = messages[:-1]
     full = build_script(head, tools, effort, None, answer_tokens)
     rest = _rest_after(full.content, prefix) if prefix.strip() and not full.tool_call else None
     if rest is None:

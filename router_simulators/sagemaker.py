@@ -44,13 +44,13 @@ import argparse
 import asyncio
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-from router_simulators import eventstream
+from router_simulators import eventstream, service_time
 from router_simulators.prefill import PREFILL_REJECTED_OPENAI, is_prefill
 from router_simulators.sagemaker_wire import (
     FINISH,
@@ -69,6 +69,7 @@ from router_simulators.sagemaker_wire import (
 )
 from router_simulators.script import Fault, FaultQueue, SimStats, prompt_token_count
 from router_simulators.server import run_forever
+from router_simulators.service_time import AnswerLengths, ServiceTime
 
 FAULTS_KEY = web.AppKey("faults", FaultQueue)
 STATS_KEY = web.AppKey("stats", SimStats)
@@ -83,6 +84,10 @@ class SageMakerSimConfig:
     part_sizes: tuple[int, ...] = (7, 1, 13, 2, 700, 5, 3)
     utf8_suffix: str = " – café"
     context_window: int = 131072  # vLLM max_model_len: prompt + max_tokens above it is a 400
+    # service time (service_time.py): answer lengths, prefill rate, batched-decode slowdown
+    answer_lengths: AnswerLengths = field(default_factory=AnswerLengths)
+    prefill_tps: float = 0.0
+    batch_slowdown: float = 0.0
     midstream_style: Literal["ModelStreamError", "InternalStreamFailure", "sse"] = (
         "ModelStreamError"
     )
@@ -192,6 +197,12 @@ async def _pre_output(request: web.Request, fault: Fault | None, endpoint: str,
     return None
 
 
+async def _prefill(cfg: SageMakerSimConfig, prompt_tokens: int) -> None:
+    wait = ServiceTime(prefill_tps=cfg.prefill_tps).prefill_s(prompt_tokens)
+    if wait > 0:
+        await asyncio.sleep(wait)
+
+
 _Begun = tuple[str, dict[str, Any], str, Fault | None]
 
 
@@ -242,8 +253,9 @@ async def invocations(request: web.Request) -> web.StreamResponse:
             return early
         if fault is not None and fault.kind == "malformed":
             return web.Response(body=b'{"choices": [', content_type="application/json")
-        out = completion_body(answer(body, endpoint, cfg.utf8_suffix, fault),
-                              cfg.reasoning_field)
+        a = answer(body, endpoint, cfg.utf8_suffix, fault, cfg.answer_lengths)
+        await _prefill(cfg, a.script.prompt_tokens)
+        out = completion_body(a, cfg.reasoning_field)
         ok = True
         return web.Response(body=orjson.dumps(out), content_type="application/json",
                             headers={"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
@@ -284,7 +296,9 @@ async def invocations_stream(request: web.Request) -> web.StreamResponse:
             "X-Amzn-SageMaker-Content-Type": "text/event-stream",
             "x-Amzn-Invoked-Production-Variant": "AllTraffic"})
         await resp.prepare(request)
-        a = answer(body, endpoint, cfg.utf8_suffix, fault)
+        a = answer(body, endpoint, cfg.utf8_suffix, fault, cfg.answer_lengths)
+        await _prefill(cfg, a.script.prompt_tokens)
+        service = ServiceTime(cfg.token_delay_s, cfg.prefill_tps, cfg.batch_slowdown)
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         writer, tokens = _PartWriter(resp, cfg), 0
         mid = {"cut", "stall", "malformed", "midstream_error"}
@@ -299,7 +313,7 @@ async def invocations_stream(request: web.Request) -> web.StreamResponse:
             if is_token:
                 tokens += 1
                 if cfg.token_delay_s > 0:
-                    await asyncio.sleep(cfg.token_delay_s)
+                    await asyncio.sleep(service.token_s(stats.in_flight))
             await writer.write(data)
         await writer.flush()
         await resp.write_eof()
@@ -387,11 +401,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-split", action="store_true", help="one PayloadPart per SSE event")
     p.add_argument("--context-window", type=int, default=131072,
                    help="max_model_len: prompt + max_tokens above it answers a 400")
+    service_time.add_flags(p)
     args = p.parse_args(argv)
+    lengths, prefill_tps, slowdown = service_time.from_args(args)
     cfg = SageMakerSimConfig(
         endpoints=tuple(args.endpoint or ("gpt-oss-20b-endpoint",)),
         token_delay_s=args.token_delay, reasoning_field=args.reasoning_field,
         split_parts=not args.no_split, context_window=args.context_window,
+        answer_lengths=lengths, prefill_tps=prefill_tps, batch_slowdown=slowdown,
     )
     run_forever(create_app(cfg), args.host, args.port)
 

@@ -23,6 +23,7 @@ import orjson
 from router_simulators import eventstream
 from router_simulators.prefill import scripted_answer
 from router_simulators.script import Fault, Script
+from router_simulators.service_time import AnswerLengths
 
 STATUS_CODES = {400: "ValidationError", 424: "ModelError", 429: "ThrottlingException",
                 500: "InternalFailure", 503: "ServiceUnavailable"}
@@ -102,11 +103,13 @@ class Answer:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def answer(body: dict[str, Any], endpoint: str, utf8_suffix: str, fault: Fault | None) -> Answer:
+def answer(body: dict[str, Any], endpoint: str, utf8_suffix: str, fault: Fault | None,
+           lengths: AnswerLengths | None = None) -> Answer:
     messages = body.get("messages") or []
     script = scripted_answer(messages, body.get("tools"), body.get("reasoning_effort"),
                              body.get("max_tokens") or body.get("max_completion_tokens"),
-                             echo=fault is not None and fault.kind == "echo_prefill")
+                             echo=fault is not None and fault.kind == "echo_prefill",
+                             lengths=lengths, model=str(body.get("model") or endpoint))
     content, finish, extra = list(script.content), script.finish_reason, 0
     if content and utf8_suffix and finish == "stop":
         content.append(utf8_suffix)
