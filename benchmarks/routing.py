@@ -155,7 +155,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS / "routing.json")
     a = p.parse_args(argv)
     if a.quick:
-        a.duration, a.calibration = 3.0, 3
+        a.duration, a.calibration, a.token_delay = 3.0, 3, 0.005
     if a.cloud_token_delay is None:
         a.cloud_token_delay = a.token_delay
     a.policies = [x for x in a.policies.split(",") if x]
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     for k in args.policies}
             bed, bed_url = start_sim(logdir, "router_simulators.bedrock", "bedrock-sim",
                                      ["--token-delay", str(args.cloud_token_delay),
-                                      *sim_flags(args, bed_features, 1)], "/_sim/stats")
+                                      *sim_flags(args, bed_features, 0)], "/_sim/stats")
             started = {k: start_router(k, policy(k, sims[k][1], bed_url, args.parallel,
                                                  args.bound, CLOUD_PRICE), logdir)
                        for k in args.policies}
