@@ -269,3 +269,29 @@ def fault_table() -> Iterator[None]:
     path = fault_helpers.table_path()
     if path and fault_helpers.TABLE:
         fault_helpers.write_table(path)
+
+
+DIR = "x-e2e-dir"  # on `prefill_stack`'s router: "bedrock" routes Bedrock -> SageMaker
+
+
+@pytest.fixture
+def prefill_stack(request: pytest.FixtureRequest, stacks: Stacks) -> Iterator[Stack]:
+    """Like `stack`, on one more router whose cloud backends declare that they continue a
+    trailing assistant message (`prefill: true`), so a continuation goes by prefill. One process
+    for both directions: Ollama -> Bedrock by default, Bedrock -> SageMaker with `DIR: bedrock`
+    (the test sends it); kept with `stacks`' processes (stopped, checked by the invariants)."""
+    primary = request.param
+    if "prefill-local" not in stacks.made:
+        policy = fast_policy(stacks.sims["local"].url, stacks.sims["bedrock"].url,
+                             stacks.sims["sagemaker"].url)
+        for name in ("bedrock", "sagemaker"):
+            policy["backends"][name]["prefill"] = True
+        policy["routes"].insert(-1, {"name": "dir-bedrock", "match": {"headers": {DIR: "bedrock"}},
+                                     "targets": ["bedrock", "sagemaker"], "max_queue_wait_s": 2})
+        st = start_stack(policy, stacks.sims, stacks.tmp)
+        stacks.made["prefill-local"] = st
+        stacks.made["prefill-bedrock"] = Stack(st.router, st.sims, st.audit_path, "bedrock")
+    st = stacks.made[f"prefill-{primary}"]
+    st.settle()
+    yield st
+    st.settle()

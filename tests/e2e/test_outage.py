@@ -251,7 +251,8 @@ def test_memory_flat_over_10000_requests_with_faults(e2e_bedrock: SimServer,
             if CONTINUATION:  # and each one a stream took was continued whole
                 assert tally["broken"] == 0, tally
                 assert _continuations(st.url) > 0
-            assert time.monotonic() - started < 60
+            # a guard against a hang, not a speed check (~30 s on an idle 2-core machine)
+            assert time.monotonic() - started < 180
             st.settle()
         finally:
             st.router.stop()
