@@ -22,7 +22,8 @@ Faults: the `script.py` vocabulary. Bedrock-specific optional fields on a posted
 A prompt (plus maxTokens) over `context_window` (`--context-window`): 400 ValidationException
 "Input is too long for requested model. The input length (N tokens with maxTokens) exceeds ..."
 (`context_message`). Prefill (a final assistant turn) is continued (`prefill.py`);
-`reject_prefill` answers Bedrock's ValidationException about the last turn.
+`reject_prefill` answers Bedrock's ValidationException about the last turn. Service time flags
+(`service_time.py`): `--answer-tokens`, `--seed`, `--prefill-tps`, `--batch-slowdown`.
 `context_exceeded`: 400 ValidationException before output for converse/invoke; for
 converse-stream a `messageStop` with stopReason `model_context_window_exceeded` and no output.
 `content_filter`: stopReason `guardrail_intervened` (finish_reason `content_filter` on invoke).

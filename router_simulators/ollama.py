@@ -8,14 +8,21 @@ counts `cloud_requests`: what would have left the host), or 403 when cloud is di
 `/api/status` reports `{"cloud": {"disabled", "source"}}` when `cloud_disabled` is set, and is
 a 404 otherwise (Ollama before 0.16.2).
 
-Models answer gpt-oss style (thinking tokens, then content or one tool call; `script.py`).
+Models answer gpt-oss style (thinking tokens, then content or one tool call; `script.py`); a
+final `assistant` message is a prefill the answer continues from (`prefill.py`). `truncate:
+false` with a prompt over the context (`options.num_ctx`, else `--context` [TAG=]N) is Ollama's
+400 `{"error": "the input length exceeds the context length"}`; absent or true it answers (Ollama
+truncates the history). Service time (`service_time.py`: answer lengths, prefill rate, decode
+slowed by the model's busy slots) comes from the `--answer-tokens`, `--seed`, `--prefill-tps` and
+`--batch-slowdown` flags or `OllamaSimConfig`.
 Residency is modelled: models have a size (GiB, 1 GiB = 2**30 bytes) and the card `gpu_gb`; a
 model that is not resident is loaded first (`load_time_s`), evicting idle least-recently-used
 models to make room; one bigger than the free memory loads partly (`size_vram < size`).
 Each model has `parallel` slots (OLLAMA_NUM_PARALLEL); further requests wait, and more than
 `max_queue` waiting requests get Ollama's 503. `SimStats.in_flight` counts requests holding a
 slot. Faults (script.py vocabulary) apply per request on both surfaces; control endpoints:
-`/_sim/faults`, `/_sim/stats`, `/_sim/reset`, `/_sim/config` (token_delay_s, parallel, ...).
+`/_sim/faults`, `/_sim/stats`, `/_sim/reset`, `/_sim/config` (token_delay_s, parallel,
+prefill_tps, batch_slowdown, ...).
 
 This module owns the native API handlers, the control endpoints, `create_app` and `main`; the
 shared state (config, residency, slots, fault-aware writers) is in `ollama_state.py` and the
@@ -27,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import re
 import time
 from typing import Any
 
@@ -42,40 +48,15 @@ from router_simulators.ollama_state import SIM_KEY as SIM_KEY
 from router_simulators.ollama_state import GiB as GiB
 from router_simulators.ollama_state import OllamaSim as OllamaSim
 from router_simulators.ollama_state import OllamaSimConfig as OllamaSimConfig
+from router_simulators.ollama_state import keep_alive_s as _keep_alive_s
+from router_simulators.ollama_state import rfc3339 as _rfc3339
 from router_simulators.prefill import is_prefill, scripted_answer
 from router_simulators.script import Fault, Script, build_script
 from router_simulators.server import run_forever
 
+_CONFIG_KEYS = ("token_delay_s", "load_time_s", "max_queue", "parallel", "prefill_tps",
+                "batch_slowdown")
 _THINK = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
-_DUR = re.compile(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DUR_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _rfc3339(t: float) -> str:
-    t = min(t, time.time() + 3e9)
-    ns = int(t * 1e9) % 1_000_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ns:09d}Z"
-
-
-def _keep_alive_s(v: Any) -> float:
-    """Seconds a model stays loaded after a request: inf for negative values."""
-    if v is None:
-        secs = 300.0
-    elif isinstance(v, int | float) and not isinstance(v, bool):
-        secs = float(v)
-    elif isinstance(v, str):
-        try:
-            secs = float(v)
-        except ValueError:
-            parts = _DUR.findall(v)
-            if not parts or "".join(a + u for a, u in parts) != v:
-                raise Fail(400, f'time: invalid duration "{v}"') from None
-            secs = sum(float(a) * _DUR_S[u] for a, u in parts)
-    else:
-        raise Fail(400, "invalid keep_alive value")
-    return float("inf") if secs < 0 else secs
-
-
 def _details(tag: str) -> dict[str, Any]:
     size = tag.rsplit(":", 1)[-1].upper()
     return {"parent_model": "", "format": "gguf", "family": "gptoss", "families": ["gptoss"],
@@ -315,14 +296,13 @@ async def sim_config(request: web.Request) -> web.Response:
         data = await json_body(request)
     except Fail as e:
         return _err(e.status, e.message)
-    for key in ("token_delay_s", "load_time_s", "max_queue", "parallel"):
+    for key in _CONFIG_KEYS:
         if isinstance(data.get(key), int | float):
             setattr(sim.cfg, key, type(getattr(sim.cfg, key))(data[key]))
     if "parallel" in data:
         for m in sim.models.values():
             m.sem = asyncio.Semaphore(sim.cfg.parallel)
-    return web.json_response({k: getattr(sim.cfg, k)
-                              for k in ("token_delay_s", "load_time_s", "max_queue", "parallel")})
+    return web.json_response({k: getattr(sim.cfg, k) for k in _CONFIG_KEYS})
 
 
 def create_app(config: OllamaSimConfig | None = None) -> web.Application:

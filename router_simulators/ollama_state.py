@@ -6,7 +6,10 @@ keep-alive expiry; loading with least-recently-used eviction of idle models and 
 when memory is short), the per-model `parallel` slots and the `max_queue` limit (Ollama's 503
 `BUSY`), fault taking, and the fault-aware writers both surfaces answer with (`emit` for a
 stream, `whole` for a non-stream body). `Fail` is the error a handler turns into its surface's
-error shape; `json_body` reads a request body as a JSON object.
+error shape; `json_body` reads a request body as a JSON object. Also: the context check of
+`truncate: false` (`check_context`, Ollama's `CONTEXT_ERROR`), the service-time pacing
+(`prefill`, `pace`: per-token delay slowed by the model's busy slots) and the wire helpers
+`rfc3339` and `keep_alive_s`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import string
 import time
 from dataclasses import dataclass, field
@@ -86,6 +90,35 @@ class Fail(Exception):
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.retry_after = status, message, retry_after
+
+
+DUR = re.compile(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+DUR_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rfc3339(t: float) -> str:
+    t = min(t, time.time() + 3e9)
+    ns = int(t * 1e9) % 1_000_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ns:09d}Z"
+
+
+def keep_alive_s(v: Any) -> float:
+    """Seconds a model stays loaded after a request: inf for negative values."""
+    if v is None:
+        secs = 300.0
+    elif isinstance(v, int | float) and not isinstance(v, bool):
+        secs = float(v)
+    elif isinstance(v, str):
+        try:
+            secs = float(v)
+        except ValueError:
+            parts = DUR.findall(v)
+            if not parts or "".join(a + u for a, u in parts) != v:
+                raise Fail(400, f'time: invalid duration "{v}"') from None
+            secs = sum(float(a) * DUR_S[u] for a, u in parts)
+    else:
+        raise Fail(400, "invalid keep_alive value")
+    return float("inf") if secs < 0 else secs
 
 
 def call_id() -> str:

@@ -28,6 +28,13 @@ shapes:
     context_exceeded  ModelError 424, OriginalStatusCode 400, OriginalMessage = the container's
                       JSON `{"error": {"code": "context_length_exceeded", ...}}`
     content_filter    200 with no content and finish_reason "content_filter" (OpenAI's shape)
+    reject_prefill    ModelError 424, OriginalStatusCode 400 (vLLM's error body) for a request
+                      ending in an assistant message; echo_prefill, flap: as script.py says
+
+A prompt + max_tokens over `context_window` (`--context-window`, vLLM's max_model_len) is the
+context_exceeded ModelError with vLLM's full sentence (window and counts). A final assistant
+message is continued (`prefill.py`). Service time: `--answer-tokens`, `--seed`, `--prefill-tps`,
+`--batch-slowdown` (`service_time.py`; decode slowed by the requests in flight).
 
 Non-stream requests treat cut as reset, stall as hang and malformed as a non-JSON 200 body; the
 other stream-only faults do not apply to them. Faults and stats are keyed by the body's `model`
@@ -44,8 +51,7 @@ import argparse
 import asyncio
 import itertools
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -59,6 +65,7 @@ from router_simulators.sagemaker_wire import (
     answer,
     completion_body,
     context_exceeded_error,
+    context_overflow,
     malformed_part,
     model_error_fields,
     prefill_rejected_error,
@@ -67,33 +74,13 @@ from router_simulators.sagemaker_wire import (
     stream_exception_payload,
     upstream_error,
 )
-from router_simulators.script import Fault, FaultQueue, SimStats, prompt_token_count
+from router_simulators.sagemaker_wire import SageMakerSimConfig as SageMakerSimConfig
+from router_simulators.script import Fault, FaultQueue, SimStats
 from router_simulators.server import run_forever
-from router_simulators.service_time import AnswerLengths, ServiceTime
+from router_simulators.service_time import ServiceTime
 
 FAULTS_KEY = web.AppKey("faults", FaultQueue)
 STATS_KEY = web.AppKey("stats", SimStats)
-
-
-@dataclass
-class SageMakerSimConfig:
-    endpoints: tuple[str, ...] = ("gpt-oss-20b-endpoint",)
-    token_delay_s: float = 0.0
-    reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"
-    split_parts: bool = True
-    part_sizes: tuple[int, ...] = (7, 1, 13, 2, 700, 5, 3)
-    utf8_suffix: str = " – café"
-    context_window: int = 131072  # vLLM max_model_len: prompt + max_tokens above it is a 400
-    # service time (service_time.py): answer lengths, prefill rate, batched-decode slowdown
-    answer_lengths: AnswerLengths = field(default_factory=AnswerLengths)
-    prefill_tps: float = 0.0
-    batch_slowdown: float = 0.0
-    midstream_style: Literal["ModelStreamError", "InternalStreamFailure", "sse"] = (
-        "ModelStreamError"
-    )
-    endpoint_status: str = "InService"
-    region: str = "us-west-2"
-    account: str = "123456789012"
 
 
 CONFIG_KEY = web.AppKey("config", SageMakerSimConfig)
@@ -220,12 +207,9 @@ async def _begin(request: web.Request) -> _Begun | web.Response:
         inner = {"error": {"message": str(exc), "type": "BadRequestError", "code": 400}}
         return _model_error(endpoint, cfg, 400, inner)
     model = str(body.get("model") or endpoint)
-    prompt = prompt_token_count([m for m in body["messages"] if isinstance(m, dict)])
-    asked = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-    asked = asked if isinstance(asked, int) else 0
-    if prompt + asked > cfg.context_window:
-        return _model_error(endpoint, cfg, 400,
-                            context_exceeded_error(cfg.context_window, prompt, asked))
+    overflow = context_overflow(body, cfg.context_window)
+    if overflow is not None:
+        return _model_error(endpoint, cfg, 400, overflow)
     request.app[LAST_KEY].clear()
     request.app[LAST_KEY].update(
         endpoint=endpoint, body=body,

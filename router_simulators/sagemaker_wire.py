@@ -7,7 +7,8 @@ plus the multi-byte `utf8_suffix` and the content_filter fault's empty answer);
 marker, finish, usage, `[DONE]`). `model_error_fields`, `upstream_error` and
 `context_exceeded_error` build ModelError details; `sse_error`, `malformed_part` and
 `stream_exception_payload` the midstream fault payloads. `SageMakerFault` adds SageMaker's error
-details to a script.py fault. No aiohttp here: `sagemaker.py` owns the HTTP side.
+details to a script.py fault; `SageMakerSimConfig` is the simulator's config. No aiohttp
+here: `sagemaker.py` owns the HTTP side.
 """
 
 from __future__ import annotations
@@ -16,18 +17,39 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from router_simulators import eventstream
 from router_simulators.prefill import scripted_answer
-from router_simulators.script import Fault, Script
+from router_simulators.script import Fault, Script, prompt_token_count
 from router_simulators.service_time import AnswerLengths
 
 STATUS_CODES = {400: "ValidationError", 424: "ModelError", 429: "ThrottlingException",
                 500: "InternalFailure", 503: "ServiceUnavailable"}
 FINISH = b"FINISH"  # marks, in `stream_events`, where the finish chunk and [DONE] begin
+
+
+@dataclass
+class SageMakerSimConfig:
+    endpoints: tuple[str, ...] = ("gpt-oss-20b-endpoint",)
+    token_delay_s: float = 0.0
+    reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"
+    split_parts: bool = True
+    part_sizes: tuple[int, ...] = (7, 1, 13, 2, 700, 5, 3)
+    utf8_suffix: str = " – café"
+    context_window: int = 131072  # vLLM max_model_len: prompt + max_tokens above it is a 400
+    # service time (service_time.py): answer lengths, prefill rate, batched-decode slowdown
+    answer_lengths: AnswerLengths = field(default_factory=AnswerLengths)
+    prefill_tps: float = 0.0
+    batch_slowdown: float = 0.0
+    midstream_style: Literal["ModelStreamError", "InternalStreamFailure", "sse"] = (
+        "ModelStreamError"
+    )
+    endpoint_status: str = "InService"
+    region: str = "us-west-2"
+    account: str = "123456789012"
 
 
 @dataclass
@@ -64,6 +86,16 @@ def context_exceeded_error(window: int = 131072, prompt: int | None = None,
                     "the messages or completion.")
     return {"error": {"message": message, "type": "BadRequestError", "param": "messages",
                       "code": "context_length_exceeded"}}
+
+
+def context_overflow(body: dict[str, Any], window: int) -> dict[str, Any] | None:
+    """The container's error when the prompt plus `max_tokens` exceeds `window`, else None."""
+    prompt = prompt_token_count([m for m in body.get("messages") or [] if isinstance(m, dict)])
+    asked = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    asked = asked if isinstance(asked, int) else 0
+    if prompt + asked <= window:
+        return None
+    return context_exceeded_error(window, prompt, asked)
 
 
 def prefill_rejected_error(message: str) -> dict[str, Any]:
