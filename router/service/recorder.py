@@ -109,7 +109,8 @@ class Recorder:
             excluded=[BackendReason(e.backend, render_reason(e.reason) or "")
                       for e in p.excluded],
             attempts=[AttemptOutcome(a.backend, a.outcome,
-                                     None if a.outcome in _SERVED else a.outcome)
+                                     None if a.outcome in _SERVED else a.outcome,
+                                     hedge=a.hedge)
                       for a in ctx.attempts],
             backend=ctx.served_by,
             outcome=outcome,
