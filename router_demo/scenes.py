@@ -191,9 +191,11 @@ class Scenes:
         burst_rows = self.rows[start:]
         spilled = [r for r in burst_rows if r.backend == "bedrock"]
         local = [r for r in burst_rows if r.backend == "local"]
-        # Spilled either on the wait estimate, or after waiting out the bound in the queue.
+        # Spilled on the wait estimate, early from the queue once its predicted wait passed
+        # what was left of the bound, or after waiting out the bound.
         ok = bool(spilled) and bool(local) and all(
-            r.reason.startswith("queue_wait_") or r.reason == "failover_after=queue_timeout"
+            r.reason.startswith("queue_wait_")
+            or r.reason in ("failover_after=queue_spilled", "failover_after=queue_timeout")
             for r in spilled)
         for r in burst_rows:
             r.ok = r.ok and ok
