@@ -445,6 +445,8 @@ class Executor:
             # Service time runs from the slot grant (queueing is what the estimate predicts);
             # the store records it with the release.
             lease.service_time_s = self.clock() - (ctx.admitted_at or ctx.started)
+            if result.usage.completion_tokens > 0:  # the estimator's answer-length sample
+                lease.output_tokens = result.usage.completion_tokens
             await self._release(lease)
         return result
 

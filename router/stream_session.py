@@ -65,6 +65,8 @@ class StreamSession:
         self._closed = False
         self._task: asyncio.Task[Any] | None = None
         self._interrupted: str | None = None
+        self._opened_at = executor.clock()  # the first event has just arrived
+        self._output_tokens: int | None = None  # the upstream's count, once it finished
 
     def interrupt(self, reason: str) -> None:
         """End the stream at once with an error (shutdown grace running out)."""
@@ -92,6 +94,8 @@ class StreamSession:
                     yield event
                     if event.finish_reason is not None:
                         self.finished = True
+                        if event.usage is not None and event.usage.completion_tokens > 0:
+                            self._output_tokens = event.usage.completion_tokens
                         return
                 remaining = ex._remaining(self.ctx)
                 try:
@@ -155,6 +159,10 @@ class StreamSession:
             # blocking SDK stream closes on its worker thread), the slot goes back.
             if lease is not None:
                 if self.finished:
-                    lease.service_time_s = ex.clock() - (self.ctx.admitted_at
-                                                         or self.ctx.started)
+                    # The samples the wait estimator learns from (service time, time to the
+                    # first event, answer tokens), recorded with the release.
+                    granted = self.ctx.admitted_at or self.ctx.started
+                    lease.service_time_s = ex.clock() - granted
+                    lease.first_token_s = max(0.0, self._opened_at - granted)
+                    lease.output_tokens = self._output_tokens
                 await ex._release(lease)

@@ -497,3 +497,17 @@ async def test_a_private_context_overflow_is_a_400_not_no_local_capacity() -> No
         await ex.chat(ctx(clock, privacy="private"),
                       plan_of("local", "bedrock", privacy="private"))
     assert b["bedrock"].calls == []
+
+
+async def test_a_served_local_request_leaves_the_estimators_samples() -> None:
+    """Whole and streamed answers record service time, answer tokens and (streams) the time
+    to the first event with the slot's release: what the wait estimator learns from."""
+    ex, store, clock, slept, b = setup()
+    await ex.chat(ctx(clock), plan_of("local", "bedrock"))
+    session = await ex.open_stream(ctx(clock, stream=True), plan_of("local", "bedrock"))
+    async for _ in session.events():
+        pass
+    samples = store._get("local|gpt-oss:20b").samples
+    assert [s.output_tokens for s in samples] == [5, 5]
+    assert samples[0].first_token_s is not None and samples[1].first_token_s is None
+    assert store.held() == 0
