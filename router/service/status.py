@@ -76,7 +76,7 @@ class StatusView:
                     queues[logical] = {
                         "model_id": mid, "in_flight": load.in_flight, "queued": load.queued,
                         "slots": slots, "service_time_s": load.service_time_s,
-                        "estimated_wait_s": estimated_wait(load, slots),
+                        "estimated_wait_s": estimated_wait(load, slots, policy.admission),
                     }
                 entry["queues"] = queues
                 # Ollama's own cloud: whether the host has it off, and models it forwards.
@@ -135,4 +135,4 @@ class StatusView:
             cap = cfg.local_capacity() if cfg is not None else None
             if cap is not None:
                 m.local_estimated_wait_seconds.labels(backend=backend, model=model).set(
-                    estimated_wait(load, cap.slots))
+                    estimated_wait(load, cap.slots, policy.admission))
