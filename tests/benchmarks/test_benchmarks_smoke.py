@@ -100,6 +100,19 @@ def test_routing_quick_replays_one_trace_through_three_policies(tmp_path: Path) 
     assert only["cloud_tokens"] == 0 and only["local_tokens"] > 0
     _check_target_entries(data["targets"], {"hybrid_local_utilisation", "hybrid_wait_p95_s",
                                             "private_on_cloud_any_policy"})
+    # Each trace's round: the oracle beside the policies, the estimator report.
+    for trace, rnd in data["rounds"].items():
+        n = rnd["trace"]["requests"]
+        row = rnd["policies"]["hybrid"]
+        assert n > 0 and row["requests"] == n and row["errors"] == 0, (trace, row)
+        assert row["private_on_cloud"] == 0
+        assert row["private_requests"] == rnd["trace"]["private"]
+        for key in ("local_share", "local_utilisation", "oracle_utilisation",
+                    "standard_wait_p95_s", "standard_waited_then_spilled_share",
+                    "cloud_tokens", "cloud_cost_usd"):
+            assert row[key] is not None, (trace, key)
+        assert row["estimator"]["available"] and row["estimator"]["pairs"] > 0
+        assert rnd["oracle"]["requests"] == n and rnd["oracle"]["private_on_cloud"] == 0
 
 
 def test_trace_is_seeded_and_mixes_private_requests() -> None:
