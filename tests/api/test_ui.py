@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from typing import Any
 
 import orjson
@@ -160,7 +161,13 @@ def test_replicas_on_one_redis_see_each_other_and_share_the_slots(
         with client(policy, settings=settings("replica-a")) as a, \
                 client(policy, settings=settings("replica-b")) as b:
             (view,) = events(b.get("/ui/events").content)
-            (view_a,) = events(a.get("/ui/events").content)
+            # Replica a registered first; it sees b once b's first heartbeat is in its
+            # (briefly cached) list: poll for it rather than race it on a loaded machine.
+            for _ in range(100):
+                (view_a,) = events(a.get("/ui/events").content)
+                if len(view_a["replicas"]) == 2:
+                    break
+                time.sleep(0.05)
     finally:
         redis = SyncRedis.from_url(REDIS_URL)
         keys = list(redis.scan_iter(match=prefix + "*"))
