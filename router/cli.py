@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console, Group
@@ -64,15 +64,23 @@ def serve(
     try:
         asgi = create_app(settings)
     except PolicyError as exc:
-        for line in exc.lines:
-            err_console.print(line, markup=False)
-        raise typer.Exit(1) from None
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("router").warning("binding to %s: reachable beyond this machine",
-                                            settings.host)
+        _exit_on_policy_error(exc)
+    _warn_if_reachable(settings)
     from router.server import run
 
     run(asgi, settings)
+
+
+def _exit_on_policy_error(exc: PolicyError) -> NoReturn:
+    for line in exc.lines:
+        err_console.print(line, markup=False)
+    raise typer.Exit(1) from None
+
+
+def _warn_if_reachable(settings: RouterSettings) -> None:
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("router").warning("binding to %s: reachable beyond this machine",
+                                            settings.host)
 
 
 def _serve_workers(settings: RouterSettings,
@@ -82,12 +90,8 @@ def _serve_workers(settings: RouterSettings,
         try:
             load_policy(settings.policy_file)
         except PolicyError as exc:
-            for line in exc.lines:
-                err_console.print(line, markup=False)
-            raise typer.Exit(1) from None
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("router").warning("binding to %s: reachable beyond this machine",
-                                            settings.host)
+            _exit_on_policy_error(exc)
+    _warn_if_reachable(settings)
     try:
         code = run_workers(settings)
     except OSError as exc:
@@ -140,9 +144,7 @@ def explain(
         try:
             pol = load_policy(policy) if policy else default_policy()
         except PolicyError as exc:
-            for line in exc.lines:
-                err_console.print(line, markup=False)
-            raise typer.Exit(1) from None
+            _exit_on_policy_error(exc)
         result = asyncio.run(explain_offline(pol, model, privacy, prompt_tokens, max_tokens))
     if json_out:
         import orjson

@@ -12,6 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# llama-server's JSON error `type` for a prompt over n_ctx (Ollama relays it; OpenAI-style
+# servers built on llama.cpp send it too), read structurally before any text table.
+LLAMA_SERVER_CONTEXT_TYPE = "exceed_context_size_error"
+
 
 @dataclass(frozen=True, slots=True)
 class ContextPattern:

@@ -21,9 +21,12 @@ from typing import Any
 
 import orjson
 
-from router.backends.context_errors import ContextMatch, ContextPattern, match_context
-
-LLAMA_SERVER_CONTEXT_TYPE = "exceed_context_size_error"
+from router.backends.context_errors import (
+    LLAMA_SERVER_CONTEXT_TYPE,
+    ContextMatch,
+    ContextPattern,
+    match_context,
+)
 
 CONTEXT_PATTERNS: tuple[ContextPattern, ...] = (
     # runner/ollamarunner/runner.go and runner/llamarunner/runner.go `errorInputTooLong`

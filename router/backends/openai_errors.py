@@ -14,10 +14,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from router.backends.context_errors import ContextMatch, ContextPattern, match_context
+from router.backends.context_errors import (
+    LLAMA_SERVER_CONTEXT_TYPE,
+    ContextMatch,
+    ContextPattern,
+    match_context,
+)
 
 CONTEXT_CODE = "context_length_exceeded"
-LLAMA_SERVER_CONTEXT_TYPE = "exceed_context_size_error"
 
 CONTEXT_PATTERNS: tuple[ContextPattern, ...] = (
     # vLLM (and OpenAI's own wording): "This model's maximum context length is 16384 tokens.
