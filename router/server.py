@@ -13,6 +13,11 @@ the hard limit. The protocol also gives each request scope the `router.connectio
 (`abort`), which a stalled streaming response uses to drop its connection. Body and send
 timeouts live in `api/guards.py` and `api/streaming.py`.
 
+Writes are corked (`CorkedTransport`): what uvicorn writes for a response in one run of the
+event loop (the status line and headers, then the body; a burst of SSE events that were ready
+together) leaves in one socket write, flushed by a `call_soon` callback as soon as the
+writing task yields. Nothing waits for more data: the flush runs in the same loop iteration.
+
 Several workers (`workers` > 1, `hybrid-router serve --workers N`): `run_workers` binds the
 port once and starts N spawned worker processes that each build their own app and serve the
 same listening socket (the kernel hands each new connection to one of them). Each worker is a
@@ -34,9 +39,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 import orjson
 import uvicorn
@@ -68,6 +74,68 @@ def _json_error(status: bytes, code: str, message: str) -> bytes:
             + body)
 
 
+class CorkedTransport:
+    """A transport whose writes within one run of the loop go out as one `write`.
+
+    `write` appends to a buffer and, on the first append, schedules `flush` with `call_soon`;
+    `close`, `write_eof` and `set_protocol` flush first (nothing is lost or reordered), `abort`
+    drops the buffer with the connection. `get_write_buffer_size` counts the buffer, so flow
+    control sees it. Everything else is the real transport's.
+    """
+
+    __slots__ = ("_buf", "_loop", "_scheduled", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._buf: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        self._buf.append(bytes(data))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        buf = self._buf
+        if not buf:
+            return
+        data = buf[0] if len(buf) == 1 else b"".join(buf)
+        buf.clear()
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def abort(self) -> None:
+        self._buf.clear()
+        self.transport.abort()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.flush()
+        self.transport.set_protocol(protocol)
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + sum(len(b) for b in self._buf)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout and a connection cap.
 
@@ -89,6 +157,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             transport.write(_OVER_CAPACITY)
             transport.close()
             return
+        # uvicorn's request cycles write through `self.transport`; flow control keeps the real one.
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
