@@ -2,12 +2,13 @@
 
 `TimedStreamingResponse` is Starlette's `StreamingResponse` with two changes:
 
-- every `send` to the client is bounded by `send_timeout_s`. A client that stops reading fills
-  the socket buffers and makes `send` block; past the timeout the response is abandoned: the
-  body iterator gets `ClientStalled` thrown in (so an SSE generator can record the outcome, and
-  its `finally` cancels the upstream stream and releases the local slot), and the connection is
-  aborted (its unsent bytes discarded), through the `router.connection` scope extension that
-  the server's protocol class provides;
+- every `send` to the client is bounded by `send_timeout_s` (one timer per response,
+  `_SendWatch`, re-armed lazily: a send that returns before the timer fires costs no timer of
+  its own). A client that stops reading fills the socket buffers and makes `send` block; past
+  the timeout the response is abandoned: the body iterator gets `ClientStalled` thrown in (so an
+  SSE generator can record the outcome, and its `finally` cancels the upstream stream and
+  releases the local slot), and the connection is aborted (its unsent bytes discarded),
+  through the `router.connection` scope extension that the server's protocol class provides;
 - the body iterator is always started before anything is sent and always closed at the end,
   so its `finally` runs at once however the response ends (stall, disconnect, cancellation),
   not whenever the garbage collector gets to a suspended generator.
@@ -39,6 +40,56 @@ class ClientStalled(Exception):
     """The client stopped reading: one send blocked for longer than the send timeout."""
 
 
+class _SendWatch:
+    """The send timeout of one response: one loop timer, re-armed only when it fires.
+
+    `deadline` is set while a send is in progress (0.0 otherwise). When the timer fires it
+    either finds no send in progress (and stops), a send with time left (and re-arms at its
+    deadline), or a send past its deadline: then it cancels the sending task, as
+    `asyncio.timeout` would, and `fired` tells the sender that the cancellation was ours.
+    """
+
+    __slots__ = ("_handle", "_loop", "_task", "base", "deadline", "fired", "timeout_s")
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._handle: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self.fired = False
+        self.base = 0  # the task's cancel requests before ours
+
+    def start(self) -> None:
+        self.deadline = self._loop.time() + self.timeout_s
+        if self._handle is None:
+            self._handle = self._loop.call_at(self.deadline, self._check)
+
+    def ours(self) -> bool:
+        """After a CancelledError in a send: was it this timer's (then withdrawn)?"""
+        task = self._task
+        return self.fired and task is not None and task.uncancel() <= self.base
+
+    def _check(self) -> None:
+        self._handle = None
+        deadline = self.deadline
+        if not deadline or self.fired:
+            return
+        if self._loop.time() < deadline:
+            self._handle = self._loop.call_at(deadline, self._check)
+            return
+        task = self._task
+        if task is not None and not task.done():
+            self.fired = True
+            self.base = task.cancelling()
+            task.cancel()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class TimedStreamingResponse(StreamingResponse):
     def __init__(self, content: AsyncIterator[bytes], *, send_timeout_s: float,
                  headers: Mapping[str, str] | None = None, media_type: str | None = None,
@@ -49,6 +100,7 @@ class TimedStreamingResponse(StreamingResponse):
         self.on_stall = on_stall
         self.stalled = False
         self._abort: Callable[[], None] | None = None
+        self._watch: _SendWatch | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ext: Any = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION) or {}
@@ -56,14 +108,21 @@ class TimedStreamingResponse(StreamingResponse):
         await super().__call__(scope, receive, send)
 
     async def _send(self, send: Send, message: Message) -> None:
+        watch = self._watch
+        assert watch is not None
+        watch.start()
         try:
-            async with asyncio.timeout(self.send_timeout_s):
-                await send(message)
-        except TimeoutError:
-            raise ClientStalled from None
+            await send(message)
+        except asyncio.CancelledError:
+            if watch.ours():
+                raise ClientStalled from None
+            raise
+        finally:
+            watch.deadline = 0.0
 
     async def stream_response(self, send: Send) -> None:
         it = self._chunks
+        self._watch = _SendWatch(self.send_timeout_s)
         try:
             try:
                 first: bytes | None = await anext(it)
@@ -82,6 +141,7 @@ class TimedStreamingResponse(StreamingResponse):
         except ClientStalled:
             await self._abandon()
         finally:
+            self._watch.close()
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 await aclose()
