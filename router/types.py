@@ -341,6 +341,10 @@ class StreamEvent:
 
     `malformed` marks a chunk the backend could not decode (it carries nothing else): the
     stream session skips and counts it, and ends the stream after too many in a row.
+
+    `ready_next` is a hint, never part of the answer (not compared, not shown): the backend
+    already holds the next event in memory (decoded from the same read), so a surface may
+    write this one together with it instead of alone; no I/O separates them.
     """
 
     content: str | None = None
@@ -349,3 +353,4 @@ class StreamEvent:
     finish_reason: str | None = None
     usage: Usage | None = None
     malformed: bool = False
+    ready_next: bool = field(default=False, compare=False, repr=False)

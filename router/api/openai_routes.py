@@ -6,7 +6,8 @@ validation), hands the typed request and a `ClientContext` to `RouterService`, a
 the answer (`api/openai_wire.py`) or the error (`api/error_responses.py`). Streams keep
 their contract: the status line and headers go out only after the first event (the service
 returns the stream only then, so any earlier failure can still fail over); a later failure
-ends the stream with an in-band `data: {"error": ...}` event and no `[DONE]`.
+ends the stream with an in-band `data: {"error": ...}` event and no `[DONE]`. Events that
+arrive decoded together (`StreamEvent.ready_next`) go out in one body message.
 """
 
 from __future__ import annotations
@@ -86,13 +87,24 @@ class ChatRoutes:
     async def _sse(self, opened: OpenedStream) -> AsyncIterator[bytes]:
         enc = ChunkEncoder(completion_id=_completion_id(), created=int(time.time()),
                            model=opened.served_model, include_usage=opened.include_usage)
+        ready: list[bytes] = []  # events whose successor is already decoded: sent with it
         try:
             async for event in opened:
-                yield enc.encode(event)
+                data = enc.encode(event)
+                if event.ready_next:
+                    ready.append(data)
+                    continue
+                if ready:
+                    ready.append(data)
+                    data = b"".join(ready)
+                    ready.clear()
+                yield data
+            if ready:
+                yield b"".join(ready)
         except ClientStalled:
             opened.client_stalled()
         except BackendError as exc:
-            yield error_event({"error": {
+            yield b"".join(ready) + error_event({"error": {
                 "message": f"The upstream stream from '{opened.meta.backend}' broke after "
                            f"it started: {exc.message}. The answer above is incomplete.",
                 "type": "api_error", "param": None, "code": exc.code or "stream_error"}})

@@ -232,25 +232,51 @@ class OllamaBackend:
                     rest = lines.pop()
                     if rest:
                         pending.append(rest)
-                    for line in lines:
-                        if not line.strip():
-                            continue
-                        ev, done = self._event(line, saw_tools)
-                        if ev is not None:
-                            saw_tools = saw_tools or bool(ev.tool_calls)
-                            yield ev
-                        if done:
-                            return
+                    # Every whole line of this read first, so each event can say whether the
+                    # next one is already here (`ready_next`); an error line is raised after
+                    # the events before it, as when they were decoded one by one.
+                    batch, done, error = self._events(lines, saw_tools)
+                    for ev in batch:
+                        saw_tools = saw_tools or bool(ev.tool_calls)
+                        yield ev
+                    if error is not None:
+                        raise error
+                    if done:
+                        return
                 tail = b"".join(pending)
                 if tail.strip():
-                    ev, done = self._event(tail, saw_tools)
-                    if ev is not None:
-                        yield ev
+                    last, done = self._event(tail, saw_tools)
+                    if last is not None:
+                        yield last
                     if done:
                         return
                 raise BackendStreamError("ollama stream ended without done", backend=self.name)
         except Exception as exc:  # noqa: BLE001 - mapped to the error tree
             self._raise_for_exc(exc, started)
+
+    def _events(self, lines: list[bytes], saw_tools: bool,
+                ) -> tuple[list[StreamEvent], bool, Exception | None]:
+        """The events of whole NDJSON lines, up to a `done` line (True) or an error line (its
+        error); each marked `ready_next` when a well-formed event follows it in the batch."""
+        batch: list[StreamEvent] = []
+        done = False
+        error: Exception | None = None
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                ev, done = self._event(line, saw_tools)
+            except Exception as exc:  # noqa: BLE001 - raised after the events before it
+                error = exc
+                break
+            if ev is not None:
+                saw_tools = saw_tools or bool(ev.tool_calls)
+                if batch and not ev.malformed:
+                    batch[-1].ready_next = True
+                batch.append(ev)
+            if done:
+                break
+        return batch, done, error
 
     def _event(self, line: bytes, saw_tools: bool) -> tuple[StreamEvent | None, bool]:
         try:

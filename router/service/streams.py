@@ -11,6 +11,10 @@ surface has sent the event that finishes the answer, even if the client hangs up
 upstream is still being closed. A surface whose client stops
 reading calls `client_stalled()` first, so the outcome says `client_stalled`.
 
+An event's `ready_next` hint (the next one is already decoded) passes to the surface, which
+may then write both at once; after a continuation it is dropped, since a continuing attempt
+may hold text back and read on.
+
 Usage is never reported as zeros: when the upstream sent none (or only zeros), the final event
 carries the router's estimate (`Usage.estimated`): the prompt as `tokens.py` estimates it, the
 completion from the length of the streamed text; the surfaces mark it as an estimate.
@@ -92,6 +96,9 @@ class OpenedStream:
                 self._chars += _text_chars(event)
                 if event.finish_reason is not None and _no_counts(event.usage):
                     event = dataclasses.replace(event, usage=self._estimate())
+                if event.ready_next and session.continuations:
+                    # A continuing attempt may hold events back (and read on): no promise.
+                    event = dataclasses.replace(event, ready_next=False)
                 if event.usage is not None:
                     self.usage = event.usage
                 yield event

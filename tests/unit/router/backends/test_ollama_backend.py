@@ -633,3 +633,25 @@ async def test_status_says_why_a_model_is_not_local_and_whether_cloud_is_off(
     assert "OLLAMA_NO_CLOUD=1" in local["ollama_cloud"]["warning"]
     assert set(local["not_local_models"]) == {"gpt-oss-120b"}
     assert local["not_local_models"]["gpt-oss-120b"]["reason"] == "ollama_cloud_model"
+
+
+def test_events_of_one_read_say_whether_the_next_is_already_here() -> None:
+    """`ready_next` on every event followed by a well-formed one of the same read; the last
+    of a read, one before a malformed line and one before an error line carry none, and the
+    error comes after the events before it."""
+    b = make_backend("http://127.0.0.1:9")
+
+    def line(content: str, **extra: Any) -> bytes:
+        return orjson.dumps({"message": {"role": "assistant", "content": content}, **extra})
+
+    batch, done, error = b._events([line("a"), b"", line("b"), b"{bad", line("c")], False)
+    assert [e.content for e in batch] == ["a", "b", None, "c"]
+    assert [e.ready_next for e in batch] == [True, False, True, False]
+    assert batch[2].malformed and not done and error is None
+    batch, done, error = b._events([line("a"), b'{"error": "boom"}', line("never")], False)
+    assert [e.content for e in batch] == ["a"] and not batch[0].ready_next
+    assert isinstance(error, BackendStreamError) and not done
+    batch, done, error = b._events(
+        [line("a"), line("", done=True, done_reason="stop"), line("after")], False)
+    assert [e.ready_next for e in batch] == [True, False] and done and error is None
+    assert batch[-1].finish_reason == "stop"
