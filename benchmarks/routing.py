@@ -208,6 +208,7 @@ async def run(args: argparse.Namespace, routers: dict[str, tuple[str, str]],
         print(f"calibration {ref}; mean service {mean_service:.3f} s, capacity "
               f"{capacity:.2f} req/s", flush=True)
         rounds: dict[str, Any] = {}
+        pf_rows: dict[str, dict[str, Any]] = {}  # trace -> private-first oracle on hybrid's
         for name in args.traces:
             trace = build_trace(name, args, capacity, spec, fixed)
             rows: dict[str, dict[str, Any]] = {}
@@ -228,6 +229,12 @@ async def run(args: argparse.Namespace, routers: dict[str, tuple[str, str]],
                           for r, o in zip(trace, outcomes, strict=True)]
                 row["oracle_utilisation"] = round(
                     oracle_replay(served, svc, args.bound).utilisation, 4)
+                if kind == "hybrid":
+                    pf = oracle_replay(served, svc, args.bound, private_first=True)
+                    orow = oracle_row(served, pf, CLOUD_PRICE)
+                    pf_rows[name] = {"utilisation": round(pf.utilisation, 4), **{
+                        k: orow[k] for k in ("local_share", "standard_wait_p95_s",
+                                             "private_wait_p50_s", "private_wait_p95_s")}}
                 if row["local_utilisation"] is not None:
                     row["utilisation_gap_to_oracle"] = round(
                         row["local_utilisation"] - row["oracle_utilisation"], 4)
@@ -249,6 +256,8 @@ async def run(args: argparse.Namespace, routers: dict[str, tuple[str, str]],
             rounds[name] = {"load": args.load, "trace": trace_summary(trace, args.duration),
                             "policies": rows, "oracle": orc,
                             "targets": round_targets(rows, args.bound)}
+            if name in pf_rows:
+                rounds[name]["oracle_private_first"] = pf_rows[name]
     return {"calibration": {"per_router": calib, "mean_service_s": round(mean_service, 4),
                             "capacity_per_s": round(capacity, 3),
                             "fixed_answer_tokens": fixed},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from benchmarks.routing_traces import TraceRequest
@@ -49,6 +50,7 @@ class _Backend:
     now: float = 0.0
     active: list[_Job] = field(default_factory=list)
     queue: deque[tuple[int, float, int]] = field(default_factory=deque)  # idx, prefill, tokens
+    private_queue: deque[tuple[int, float, int]] = field(default_factory=deque)  # served first
     busy_integral: float = 0.0
     starts: dict[int, float] = field(default_factory=dict)
 
@@ -57,8 +59,8 @@ class _Backend:
         return self.svc.token_delay_s * (1 + self.svc.batch_slowdown * (k - 1))
 
     def _fill(self) -> None:
-        while self.queue and len(self.active) < self.svc.slots:
-            idx, prefill, tokens = self.queue.popleft()
+        while (self.private_queue or self.queue) and len(self.active) < self.svc.slots:
+            idx, prefill, tokens = (self.private_queue or self.queue).popleft()
             self.starts[idx] = self.now
             self.active.append(_Job(idx, prefill, float(tokens)))
 
@@ -88,9 +90,20 @@ class _Backend:
                            if j.prefill_left > EPS or j.tokens_left > EPS]
             self._fill()
 
-    def start_time_if_queued(self, idx: int, prefill: float, tokens: int) -> float:
+    def start_time_if_queued(self, idx: int, prefill: float, tokens: int,
+                             later_private: Sequence[tuple[float, int, float, int]] = ()
+                             ) -> float:
+        """When request `idx` would start if queued now (FIFO behind everything queued, and
+        behind `later_private`: (arrival, idx, prefill, tokens) of private requests arriving
+        after it, which a private-first queue serves first)."""
         probe = copy.deepcopy(self)
         probe.queue.append((idx, prefill, tokens))
+        for at, j, pre, tok in later_private:
+            probe.advance(at, stop_at_start=idx)
+            if idx in probe.starts:
+                return probe.starts[idx]
+            probe.private_queue.append((j, pre, tok))
+            probe._fill()
         probe.advance(float("inf"), stop_at_start=idx)
         return probe.starts[idx]
 
@@ -103,21 +116,32 @@ class OracleResult:
     horizon_s: float
 
 
-def replay(trace: list[TraceRequest], svc: Service, bound_s: float) -> OracleResult:
+def replay(trace: list[TraceRequest], svc: Service, bound_s: float,
+           private_first: bool = False) -> OracleResult:
+    """`private_first`: private requests queue ahead of standard ones (the router's queue),
+    and a standard request's exact wait counts the private requests that will arrive while
+    it waits (the oracle knows the whole trace)."""
     horizon = trace[-1].at_s if trace else 0.0
     be = _Backend(svc, horizon)
     local: list[bool] = []
     waits: list[float] = []
+    privates = [(r.at_s, i, svc.prefill_s(r.prompt_tokens), r.answer_tokens)
+                for i, r in enumerate(trace) if r.private]
+    nxt = 0  # first entry of `privates` arriving after the current request
     for i, r in enumerate(trace):
         be.advance(r.at_s)
+        while nxt < len(privates) and privates[nxt][1] <= i:
+            nxt += 1
         prefill = svc.prefill_s(r.prompt_tokens)
         if not r.private:
-            start = be.start_time_if_queued(i, prefill, r.answer_tokens)
+            later = privates[nxt:] if private_first else []
+            start = be.start_time_if_queued(i, prefill, r.answer_tokens, later)
             if start - r.at_s > bound_s + EPS:
                 local.append(False)
                 waits.append(0.0)
                 continue
-        be.queue.append((i, prefill, r.answer_tokens))
+        queue = be.private_queue if r.private and private_first else be.queue
+        queue.append((i, prefill, r.answer_tokens))
         be._fill()
         local.append(True)
         waits.append(-1.0)

@@ -149,6 +149,9 @@ def estimator(outcomes: list[Outcome], waits: list[float | None]) -> dict[str, A
         "queued_pairs": len(queued),
         "queued_bias_s": _r(statistics.fmean(p - w for p, w in queued) if queued else None),
         "under_predicted_share": _share(sum(1 for e in err if e < -0.1), len(err)),
+        # The prediction is a quantile (admission.wait_quantile): this share of the requests
+        # should have waited at most the predicted time.
+        "coverage": _share(sum(1 for e in err if e >= 0), len(err)),
     }
 
 
@@ -271,9 +274,14 @@ def print_report(report: dict[str, Any]) -> None:
             if e.get("available"):
                 print(f"  estimator {kind:<15} n={e['pairs']:<4} bias {e['bias_s']:+.3f} s  "
                       f"spread {e['spread_s']:.3f} s  |err| p50 {e['abs_error_p50_s']:.3f} "
-                      f"p95 {e['abs_error_p95_s']:.3f}")
+                      f"p95 {e['abs_error_p95_s']:.3f}  coverage {e.get('coverage')}")
             else:
                 print(f"  estimator {kind:<15} unavailable")
+        pf = rnd.get("oracle_private_first")
+        if pf:
+            print(f"  private-first oracle (hybrid's lengths): util {100 * pf['utilisation']:.1f}%"
+                  f", private wait p50/p95 {pf['private_wait_p50_s']}/{pf['private_wait_p95_s']}"
+                  f" s, standard p95 {pf['standard_wait_p95_s']} s")
         print("  targets (hybrid):")
         for tname, t in rnd["targets"].items():
             print(f"    {tname:<30} {t['value']!s:>8}  ({t['limit']})  "

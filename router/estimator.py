@@ -9,17 +9,21 @@ Everything it knows arrives in a `SlotLoad` from the store's snapshot: the reque
   else the policy's defaults (`admission.prefill_tps_default`, `decode_tps_default`);
 - a request's service time: with output-token samples, one draw per sample,
   `prompt / prefill + min(output, max_tokens) / decode`; else the recent service times; else the
-  moving estimate; else `DEFAULT_SERVICE_TIME_S`. Its prediction is the mean of the draws;
+  moving estimate; else `DEFAULT_SERVICE_TIME_S`. Its prediction is the mean of the draws
+  (`predict_service`: O(log window) from the window's sorted outputs and rates, computed
+  once per samples tuple: the memory store hands out the same tuple until a sample arrives);
 - the wait: `DRAWS` Monte Carlo draws with a fixed seed (deterministic). Each request in service
   or queued ahead takes its prediction times a draw from the shape of the recent service times
   (sample / mean; in service: only draws beyond its elapsed time, the rest of it); the slots
   are list-scheduled and the wait is when the first slot frees after those ahead. The planner
   compares the `admission.wait_quantile` of the draws with the bound. O(DRAWS x (slots +
-  queue) log slots) plus O(window) per request in service.
+  queue) log slots) plus O(window) per request in service; with a slot free and nobody
+  queued, no draws at all (0.0).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 import statistics
@@ -74,10 +78,49 @@ def service_draws(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | N
     return [load.service_time_s or DEFAULT_SERVICE_TIME_S]
 
 
+@dataclass(frozen=True, slots=True)
+class _Outputs:
+    """The output-token samples of one window, sorted, with prefix sums and the rates."""
+
+    rates: Rates
+    outs: tuple[int, ...]
+    prefix: tuple[int, ...]  # prefix[k] = sum(outs[:k])
+
+
+# The last window's `_Outputs`, kept while the store hands out the same samples tuple (the
+# memory store rebuilds it only when a sample arrives): (samples, cfg, outputs).
+_last: tuple[tuple[ServiceSample, ...], AdmissionConfig, _Outputs | None] | None = None
+
+
+def _outputs(load: SlotLoad, cfg: AdmissionConfig) -> _Outputs | None:
+    global _last
+    hit = _last
+    if hit is not None and hit[0] is load.samples and hit[1] is cfg:
+        return hit[2]
+    window = load.samples[:cfg.sample_window]
+    outs = sorted(s.output_tokens for s in window if s.output_tokens is not None)
+    got = None
+    if outs:
+        prefix = [0]
+        for o in outs:
+            prefix.append(prefix[-1] + o)
+        got = _Outputs(measured_rates(window, cfg), tuple(outs), tuple(prefix))
+    _last = (load.samples, cfg, got)
+    return got
+
+
 def predict_service(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | None,
                     cfg: AdmissionConfig) -> float:
-    draws = service_draws(load, prompt_tokens, max_tokens, cfg)
-    return sum(draws) / len(draws)
+    """The mean of `service_draws`, in O(log window) once the window's outputs are known."""
+    out = _outputs(load, cfg) if prompt_tokens is not None else None
+    if out is None or prompt_tokens is None:
+        draws = service_draws(load, prompt_tokens, max_tokens, cfg)
+        return sum(draws) / len(draws)
+    n = len(out.outs)
+    cap = max_tokens if max_tokens else out.outs[-1]
+    k = bisect.bisect_right(out.outs, cap)
+    mean_out = (out.prefix[k] + cap * (n - k)) / n
+    return prompt_tokens / out.rates.prefill_tps + mean_out / out.rates.decode_tps
 
 
 def _shape(load: SlotLoad, cfg: AdmissionConfig) -> list[float]:

@@ -11,10 +11,13 @@ rendered to strings only at the edge). A backend is planned as local when its co
    not local: `ollama_cloud_model`), by the model being served, by the context window, by
    health (breaker) and by budget;
 3. local candidates that fit in VRAM and whose estimated wait (`estimator.py`: a quantile of
-   the predicted wait distribution) is within the bound come first
-   (shortest wait first, across several hosts); then cloud targets (forwarded models included,
-   for standard requests) in policy order; then, for standard requests only, local candidates
-   that are cold or over the wait bound (last resort).
+   the predicted wait distribution) is within the bound come first (shortest wait first,
+   across several hosts); a standard request that would queue behind
+   `admission.max_waiting_ahead` waiters (default 1: it waits only as the next in line) has
+   a bound of 0 there (`queue_wait_<est>ms>0ms` when its estimate fits the bound); then
+   cloud targets (forwarded models included, for standard requests) in policy order; then,
+   for standard requests only, local candidates that are cold or over the wait bound (last
+   resort).
 """
 
 from __future__ import annotations
@@ -139,6 +142,12 @@ def estimated_wait(load: SlotLoad, slots: int, cfg: AdmissionConfig | None = Non
 _DEFAULT_ADMISSION = AdmissionConfig()
 
 
+def _queue_full(load: SlotLoad, adm: AdmissionConfig) -> bool:
+    """Whether a standard request would queue behind `admission.max_waiting_ahead` waiters."""
+    limit = adm.max_waiting_ahead
+    return limit is not None and max(load.queued, len(load.waiting)) >= limit
+
+
 @dataclass(slots=True)
 class _LocalFit:
     reason: Reason | None  # None: fits and is ready; else why not preferred
@@ -233,6 +242,8 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
                 continue
             load = state.slots.get(slot_key(name, model_id)) or SlotLoad()
             wait = estimated_wait(load, cap.slots, adm, private)
+            # A standard request behind `max_waiting_ahead` waiters has no bound to wait in.
+            limit = bound if private or not _queue_full(load, adm) else 0.0
             local = functools.partial(
                 Candidate, name, model_id, True, est_wait_s=wait, slots=cap.slots,
                 context_window=fit.window,
@@ -246,11 +257,12 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
                                            max_wait_s=policy.privacy.load_timeout_s))
                 else:
                     last_resort.append(local(MODEL_NOT_RESIDENT, cold=True, max_wait_s=bound))
-            elif wait <= bound or private:
+            elif wait <= limit or private:
                 preferred.append(local(PRIVATE_LOCAL_ONLY if private else LOCAL,
                                        max_wait_s=bound))
             else:
-                last_resort.append(local(Reason.queue_wait(wait, bound), max_wait_s=bound))
+                last_resort.append(local(Reason.queue_wait(wait, bound if wait > bound else limit),
+                                         max_wait_s=bound))
             continue
         window = min(cfg.context_window or spec.context_length, spec.context_length)
         if needed > window:

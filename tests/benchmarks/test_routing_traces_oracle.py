@@ -129,6 +129,7 @@ def test_waited_then_spilled_and_estimator() -> None:
     e = estimator(outs, [0.3, 0.3, 0.0, 0.2])
     assert e["available"] and e["pairs"] == 2
     assert e["bias_s"] == pytest.approx(0.0) and e["spread_s"] == pytest.approx(0.2)
+    assert e["coverage"] == 0.5  # one of the two waited at most its prediction
     assert estimator(outs[3:], [0.2]) == {"available": False, "pairs": 0}
 
 
@@ -146,3 +147,40 @@ def test_simulator_flags_follow_the_detected_features() -> None:
     assert [r.at_s for r in drawn] == [r.at_s for r in fixed]
     assert {r.answer_tokens for r in fixed} <= {18} | set(Mix(spec).max_tokens_choices)
     assert len({r.answer_tokens for r in drawn}) > 3
+
+
+def test_private_first_oracle_counts_the_private_requests_still_to_come() -> None:
+    # 1 slot, 0.1 s a token, bound 1 s. FIFO: r0 0-0.5, r1 0.5-0.8, r2 0.8-1.2, r3 1.2-1.4,
+    # r4 1.4-1.9. Private first, knowing r2 and r4 will jump ahead: r1 would start at 1.4
+    # and r3 at 1.4 (after r0, r2, r4), both over the bound: cloud.
+    trace = [_req(0.0, 5), _req(0.1, 3), _req(0.2, 4, private=True), _req(0.3, 2),
+             _req(0.35, 5, private=True)]
+    fifo = replay(trace, Service(1, 0.1), bound_s=1.0)
+    assert fifo.local == [True] * 5
+    assert fifo.waits == pytest.approx([0.0, 0.4, 0.6, 0.9, 1.05])
+    pf = replay(trace, Service(1, 0.1), bound_s=1.0, private_first=True)
+    assert pf.local == [True, False, True, False, True]
+    assert pf.waits == pytest.approx([0.0, 0.0, 0.3, 0.0, 0.55])
+
+
+def test_policy_simulation_replays_the_planner_and_the_queue() -> None:
+    from benchmarks import routing_sim
+
+    svc = Service(2, 0.1)
+    # r0, r1 take both slots (1.01 s each); r2's estimate (no samples yet: 2 s) is over the
+    # 1 s bound: cloud; the private r3 queues until 1.01; r4 would wait behind r3: cloud.
+    trace = [_req(0.0, 10), _req(0.0, 10), _req(0.0, 10), _req(0.1, 5, private=True),
+             _req(0.2, 5)]
+    res = routing_sim.replay(trace, svc, routing_sim.hybrid_policy(svc, 1.0))
+    assert res.exits == ["local", "local", "cloud", "local", "cloud"]
+    assert res.waits == pytest.approx([0.0, 0.0, 0.0, 0.91, 0.0])
+    s = routing_sim.summary(trace, res, 1.0)
+    assert s["private_on_cloud"] == 0 and s["waited_then_spilled_share"] == 0.0
+    # With no waiter limit r4 queues behind r3; its estimate is then over the bound anyway.
+    free = routing_sim.hybrid_policy(svc, 1.0, {"max_waiting_ahead": None})
+    assert routing_sim.replay(trace, svc, free).exits[4] == "cloud"
+    longer = routing_sim.hybrid_policy(svc, 5.0, {"max_waiting_ahead": None})
+    res = routing_sim.replay(trace, svc, longer)
+    assert res.exits == ["local"] * 5
+    # r2 queued first; the private r3 goes ahead of it: r3 at 1.01, r2 at 1.01 too.
+    assert res.waits[3] == pytest.approx(0.91) and res.waits[2] == pytest.approx(1.01)

@@ -85,3 +85,19 @@ def test_distribution_is_deterministic_and_the_quantile_rises_with_q() -> None:
     lo = wait_quantile(load, 2, AdmissionConfig(wait_quantile=0.2))
     hi = wait_quantile(load, 2, AdmissionConfig(wait_quantile=0.95))
     assert 0 < lo < hi
+
+
+def test_predict_service_is_the_mean_of_the_draws_cached_or_not() -> None:
+    samples = tuple(ServiceSample(1.0 + i / 10, 100 * i, (7 * i) % 50 or None, 0.1 * i or None)
+                    for i in range(20))
+    for load in (SlotLoad(samples=samples), SlotLoad(samples=tuple(list(samples))),
+                 SlotLoad(samples=samples[:3]), SlotLoad(service_time_s=1.5), SlotLoad()):
+        for prompt in (None, 0, 500):
+            for cap in (None, 5, 30, 1000):
+                draws = service_draws(load, prompt, cap, CFG)
+                assert predict_service(load, prompt, cap, CFG) == pytest.approx(
+                    sum(draws) / len(draws))
+    # Another config on the same samples is not answered from the cache.
+    slow = AdmissionConfig(sample_window=2)
+    assert predict_service(SlotLoad(samples=samples), 500, None, slow) == pytest.approx(
+        sum(d := service_draws(SlotLoad(samples=samples), 500, None, slow)) / len(d))

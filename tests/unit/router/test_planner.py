@@ -158,8 +158,12 @@ def test_route_matching_by_header_key_and_model() -> None:
 
 
 def test_key_max_queue_wait_overrides_route() -> None:
-    st = state(load=SlotLoad(2, 4, 0.6))  # 1.8 s estimated wait
+    st = state(load=SlotLoad(2, 0, 3.0))  # 3 s estimated wait, nobody queued
+    assert plan(facts(), make_policy(), st).candidates[0].backend == "bedrock"
     assert plan(facts(key_max_queue_wait_s=5.0), make_policy(), st).reason.render() == "local"
+    queued = state(load=SlotLoad(2, 4, 0.6))  # 1.8 s, behind four waiters
+    unlimited = make_policy(admission={"max_waiting_ahead": None})
+    assert plan(facts(key_max_queue_wait_s=5.0), unlimited, queued).reason.render() == "local"
 
 
 @pytest.mark.parametrize(("load", "slots", "expected"), [
@@ -275,3 +279,22 @@ def test_wait_quantile_knob_changes_the_admission() -> None:
     high = make_policy(admission={"wait_quantile": 0.99})
     assert plan(facts(), low, state(load=load)).candidates[0].backend == "local"
     assert plan(facts(), high, state(load=load)).candidates[0].backend == "bedrock"
+
+
+def test_standard_request_queues_only_behind_fewer_than_max_waiting_ahead() -> None:
+    # Both slots busy, 0.5 s left each: a 0.5 s wait fits the 1 s bound when nobody waits.
+    running = ((0.0, 0.5), (0.0, 0.5))
+    alone = SlotLoad(2, 0, 0.5, running=running)
+    behind_one = SlotLoad(2, 1, 0.5, running=running, waiting=((0, 0.1),))
+    assert plan(facts(), make_policy(), state(load=alone)).reason.render() == "local"
+    p = plan(facts(), make_policy(), state(load=behind_one))
+    assert p.candidates[0].backend == "bedrock"
+    assert p.reason.render() == f"queue_wait_{round(p.candidates[-1].est_wait_s * 1000)}ms>0ms"
+    assert p.candidates[-1].local and p.candidates[-1].max_wait_s == 1.0  # last resort
+    two = make_policy(admission={"max_waiting_ahead": 2})
+    assert plan(facts(), two, state(load=behind_one)).reason.render() == "local"
+    never = make_policy(admission={"max_waiting_ahead": 0})
+    assert plan(facts(), never, state(load=alone)).candidates[0].backend == "bedrock"
+    # Private requests are not limited by it.
+    private = plan(facts(privacy="private"), make_policy(), state(load=behind_one))
+    assert private.candidates[0].local
