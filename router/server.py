@@ -148,6 +148,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     on_slow_client: Callable[[SlowClient], None] | None = None
 
     _header_timer: asyncio.TimerHandle | None = None
+    _header_deadline: float = 0.0  # while reading a request line and headers; else 0.0
     _header_bytes: int = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -163,6 +164,9 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -175,11 +179,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
-        reading_headers = self._header_timer is not None
+        reading_headers = self._header_deadline > 0.0
         super().data_received(data)
         # Still inside the request line and headers after this chunk (a chunk that completes
         # them may carry body bytes too, which do not count).
-        if reading_headers and self._header_timer is not None:
+        if reading_headers and self._header_deadline > 0.0:
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
                 self._disarm_header_timer()
@@ -203,19 +207,29 @@ class GuardedHttpTools(HttpToolsProtocol):
         if hook is not None:
             hook(kind)
 
+    # One timer per connection, re-armed lazily: a request whose headers arrive in time only
+    # sets and clears `_header_deadline`; the timer, when it fires, re-arms for the deadline
+    # in force (or stops when there is none).
     def _arm_header_timer(self) -> None:
-        if self._header_timer is None:
+        if self._header_deadline == 0.0:
             self._header_bytes = 0
-            self._header_timer = self.loop.call_later(self.header_timeout_s,
-                                                      self._header_timeout)
+            self._header_deadline = self.loop.time() + self.header_timeout_s
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_at(self._header_deadline,
+                                                       self._header_timeout)
 
     def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_deadline = 0.0
 
     def _header_timeout(self) -> None:
         self._header_timer = None
+        deadline = self._header_deadline
+        if deadline == 0.0:
+            return
+        if self.loop.time() < deadline:
+            self._header_timer = self.loop.call_at(deadline, self._header_timeout)
+            return
+        self._header_deadline = 0.0
         if not self.transport.is_closing():
             self._count(SlowClient.HEADER_TIMEOUT)
             self.transport.abort()

@@ -8,10 +8,11 @@ A Host that is an IP address literal is accepted too: rebinding needs a DNS name
 own origin), and probes and scrapers (kubelet, Prometheus) call a pod by its IP. `/healthz` and
 `/readyz` are exempt as well: they reveal only a status word.
 
-`BodyTimeout` bounds how long the app waits for the next piece of a request body; a body that
-stalls gets a 408 before the app ever sees it stall (the app's `receive` raises `BodyStalled`,
-which this middleware turns into the response). Once the body is complete, `receive` is passed
-through untouched (streaming responses keep waiting on it for the disconnect).
+`BodyTimeout` bounds how long the app waits for the next piece of a request body (one timer
+for all requests, armed for the oldest receive in progress); a body that stalls gets a 408
+before the app ever sees it stall (the app's `receive` raises `BodyStalled`, which this
+middleware turns into the response). Once the body is complete, `receive` is passed through
+untouched (streaming responses keep waiting on it for the disconnect).
 
 CORS headers are added only when origins are configured (`cors_middleware`, Starlette's).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 from starlette.middleware import Middleware
@@ -33,6 +35,7 @@ __all__ = ["BodyStalled", "BodyTimeout", "HostGuard", "allowed_host_set", "cors_
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 UNSPECIFIED_BINDS = ("0.0.0.0", "::", "[::]", "")
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+HOST_VERDICTS = 256  # distinct Host values whose verdict is remembered (the rest: checked)
 CORS_HEADERS = ("authorization", "content-type", "x-api-key", "x-privacy", "x-request-id")
 CORS_EXPOSE = ("x-request-id", "x-router-backend", "x-router-reason", "x-router-route",
                "retry-after")
@@ -97,14 +100,24 @@ class HostGuard:
     def __init__(self, app: ASGIApp, allowed: frozenset[str] | None) -> None:
         self.app = app
         self.allowed = allowed
+        self._verdicts: dict[bytes, bool] = {}  # raw Host header -> allowed (bounded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.allowed is None or scope["type"] != "http" or scope["path"] in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
-        raw = next((v for k, v in scope["headers"] if k == b"host"), b"")
-        name = host_name(raw.decode("latin-1"))
-        if name and _host_allowed(name, self.allowed):
+        raw = b""
+        for k, v in scope["headers"]:
+            if k == b"host":
+                raw = v
+                break
+        ok = self._verdicts.get(raw)
+        if ok is None:
+            name = host_name(raw.decode("latin-1"))
+            ok = bool(name) and _host_allowed(name, self.allowed)
+            if len(self._verdicts) < HOST_VERDICTS:
+                self._verdicts[raw] = ok
+        if ok:
             await self.app(scope, receive, send)
             return
         await send_json_error(
@@ -117,32 +130,101 @@ class BodyStalled(Exception):
     """The client stopped sending its request body for longer than the body timeout."""
 
 
+class _Reader:
+    """One request's `receive`, bounded by the body timeout until the body is complete."""
+
+    __slots__ = ("base", "done", "fired", "receive", "task", "watch")
+
+    def __init__(self, receive: Receive, watch: _ReceiveWatch) -> None:
+        self.receive = receive
+        self.watch = watch
+        self.done = False  # the body is complete: receive passes through
+        self.fired = False  # the watch cancelled this request's task
+        self.base = 0  # the task's cancel requests before the watch's
+        self.task: asyncio.Task[Any] | None = None
+
+    async def __call__(self) -> Message:
+        if self.done:
+            return await self.receive()
+        if self.task is None:
+            self.task = asyncio.current_task()
+        watch = self.watch
+        watch.begin(self)
+        try:
+            message = await self.receive()
+        except asyncio.CancelledError:
+            task = self.task
+            if self.fired and task is not None and task.uncancel() <= self.base:
+                raise BodyStalled from None
+            raise
+        finally:
+            watch.end(self)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+    def expire(self) -> None:
+        task = self.task
+        if task is not None and not task.done() and not self.fired:
+            self.fired = True
+            self.base = task.cancelling()
+            task.cancel()
+
+
+class _ReceiveWatch:
+    """The body timeout for every request of one app: the receives in progress, each with
+    its deadline, and one loop timer armed for the oldest. Every deadline is `timeout_s` after
+    its receive began, so start order is deadline order; a receive that returns at once (the
+    body was already there) adds and removes one dict entry and arms no timer of its own."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._waiting: dict[_Reader, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def begin(self, reader: _Reader) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (tests): what the old one held is gone
+            self._loop, self._handle = loop, None
+            self._waiting.clear()
+        deadline = loop.time() + self.timeout_s
+        self._waiting[reader] = deadline
+        if self._handle is None:
+            self._handle = loop.call_at(deadline, self._fire)
+
+    def end(self, reader: _Reader) -> None:
+        self._waiting.pop(reader, None)
+
+    def _fire(self) -> None:
+        self._handle = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        waiting = self._waiting
+        while waiting:
+            reader, deadline = next(iter(waiting.items()))
+            if deadline > now:
+                self._handle = loop.call_at(deadline, self._fire)
+                return
+            del waiting[reader]
+            reader.expire()
+
+
 class BodyTimeout:
     def __init__(self, app: ASGIApp, timeout_s: float,
                  on_timeout: Callable[[], None] | None = None) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.on_timeout = on_timeout
+        self._watch = _ReceiveWatch(timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body_done = False
         started = False
-
-        async def timed_receive() -> Message:
-            nonlocal body_done
-            if body_done:
-                return await receive()
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyStalled from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
 
         async def watched_send(message: Message) -> None:
             nonlocal started
@@ -150,7 +232,7 @@ class BodyTimeout:
             await send(message)
 
         try:
-            await self.app(scope, timed_receive, watched_send)
+            await self.app(scope, _Reader(receive, self._watch), watched_send)
         except BodyStalled:
             if self.on_timeout is not None:
                 self.on_timeout()
