@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from router.planner import Plan, RequestFacts
 from router.reasons import Reason
+from router.state.base import Lease
 from router.types import ChatRequest
 
 
@@ -46,3 +47,6 @@ class RequestContext:
     first_token_at: float | None = None
     admitted_at: float | None = None  # when the serving attempt got its local slot
     plan: Plan | None = None  # the plan being run (set by the executor)
+    # The slot admission's snapshot took for the plan's first candidate (service/admission.py):
+    # local admission hands it to that attempt, and whoever does not use it releases it.
+    claim: Lease | None = None

@@ -6,7 +6,10 @@ For each candidate in plan order:
    backend last saw it, whatever the plan says);
 2. skip it at no cost if its breaker is open;
 3. for a local backend, take a slot in the capacity ledger (FIFO wait up to the candidate's
-   bound); the slot is released on every path;
+   bound), or the one admission claimed with its snapshot for the plan's first candidate
+   (`local_admission.py`); the slot is released on every path, in the background
+   (`StateStore.release_nowait`: the response never waits for the store), and a claim no
+   attempt took is released when the first attempt goes elsewhere or the request ends;
 4. attempt it with retries (`resilience/retry.py`), all inside the request's deadline; a
    timeout (connect, headers, first event: silence) is never retried on the same backend, it
    moves to the next candidate at once (a 503 or a reset is still retried);
@@ -68,7 +71,7 @@ from router.reasons import Reason
 from router.resilience.circuit import BreakerBook
 from router.resilience.hedge import LatencyTracker, hedge_delay
 from router.resilience.retry import RetryBudget, call_with_retries
-from router.state.base import Lease, StateStore
+from router.state.base import Lease, StateStore, slot_key
 from router.stream_session import StreamSession as StreamSession
 from router.stream_session import aclose_quietly
 from router.types import ChatResult, StreamEvent
@@ -172,7 +175,7 @@ class Executor:
         return await self.admission.admit(ctx, cand)
 
     async def _release(self, lease: Lease | None) -> None:
-        await self.admission.release(lease)
+        self.admission.release(lease)  # sent in the background: nothing to wait for
 
     def _eligible(self, ctx: RequestContext, plan: Plan, errors: list[BackendError],
                   refused: _Refused) -> Iterator[Candidate]:
@@ -254,6 +257,10 @@ class Executor:
         def start(cand: Candidate, hedge_of: str | None = None) -> _Running:
             if errors and hedge_of is None and self.hooks.on_failover:
                 self.hooks.on_failover(errors[-1].backend, errors[-1].code or "error")
+            claim = ctx.claim
+            if claim is not None and not (cand.local and claim.key == slot_key(cand.backend,
+                                                                              cand.model_id)):
+                self.admission.drop_claim(ctx)  # the first attempt is elsewhere
             record = AttemptRecord(cand.backend, AttemptStatus.OK, hedge=hedge_of is not None)
             ctx.attempts.append(record)
             run = _Running(cand, record, asyncio.Event(), hedge_of)
@@ -440,7 +447,11 @@ class Executor:
             return await self.backends[cand.backend].chat(self._call(ctx, cand))
 
         ctx.plan = plan
-        result, cand, lease = await self._run_candidates(ctx, plan, attempt, keep_lease=True)
+        try:
+            result, cand, lease = await self._run_candidates(ctx, plan, attempt,
+                                                             keep_lease=True)
+        finally:
+            self.admission.drop_claim(ctx)  # no attempt took it
         if lease is not None:
             # Service time runs from the slot grant (queueing is what the estimate predicts);
             # the store records it with the release.
@@ -477,8 +488,11 @@ class Executor:
         async def discard(opened: tuple[AsyncIterator[StreamEvent], StreamEvent]) -> None:
             await aclose_quietly(opened[0])  # a hedge that lost after its first event
 
-        (agen, first), cand, lease = await self._run_candidates(ctx, plan, attempt,
-                                                                keep_lease=True,
-                                                                discard=discard)
+        try:
+            (agen, first), cand, lease = await self._run_candidates(ctx, plan, attempt,
+                                                                    keep_lease=True,
+                                                                    discard=discard)
+        finally:
+            self.admission.drop_claim(ctx)  # no attempt took it
         ctx.first_token_at = self.clock()
         return StreamSession(self, ctx, cand, agen, first, lease)

@@ -7,11 +7,17 @@ of standard ones when the policy's `admission.private_first` holds. A `QueueTime
 to the next candidate: code `queue_timeout` when the bound ran out, `queue_spilled` when the
 store told a standard waiter to leave early (a private request took its place, or its
 predicted wait no longer fits what is left of its bound).
+
+A slot admission already claimed for the request (`RequestContext.claim`, taken with the
+snapshot) is used instead of acquiring when the attempt is on its slot key: no store call at
+all. A claim the request does not use is released (`drop_claim`: the executor calls it when
+the first attempt is elsewhere and when the request ends). Releases go in the background
+(`StateStore.release_nowait`): the response does not wait for the store, and the lease's
+expiry covers a process that dies before sending one.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -32,6 +38,11 @@ class LocalAdmission:
         self.clock = clock
 
     async def admit(self, ctx: RequestContext, cand: Candidate) -> Lease:
+        key = slot_key(cand.backend, cand.model_id)
+        claimed = self.take_claim(ctx, key)
+        if claimed is not None:
+            claimed.prompt_tokens = ctx.facts.prompt_tokens
+            return claimed
         wait = max(0.0, min(cand.max_wait_s, ctx.deadline - self.clock()))
         private = ctx.facts.privacy == "private"
         request = SlotRequest(
@@ -39,8 +50,7 @@ class LocalAdmission:
             predicted_s=cand.pred_service_s,
             spillable=not private and cand.early_spill,
         )
-        got = await self.store.acquire_slot(slot_key(cand.backend, cand.model_id),
-                                            cand.slots, wait, request)
+        got = await self.store.acquire_slot(key, cand.slots, wait, request)
         if got is None:
             raise QueueTimeout(
                 f"no local slot on '{cand.backend}' within {wait:.1f}s", backend=cand.backend,
@@ -52,6 +62,19 @@ class LocalAdmission:
         got.prompt_tokens = ctx.facts.prompt_tokens
         return got
 
-    async def release(self, lease: Lease | None) -> None:
+    def take_claim(self, ctx: RequestContext, key: str) -> Lease | None:
+        """The request's claimed slot when it is on `key`; a claim elsewhere is released."""
+        claimed, ctx.claim = ctx.claim, None
+        if claimed is None or (claimed.key == key and not claimed.released):
+            return claimed
+        self.store.release_nowait(claimed)
+        return None
+
+    def drop_claim(self, ctx: RequestContext) -> None:
+        """Release the request's claimed slot if no attempt took it."""
+        self.take_claim(ctx, "")
+
+    def release(self, lease: Lease | None) -> None:
+        """Give the slot back, in the background (nothing to await, nothing to cancel)."""
         if lease is not None:
-            await asyncio.shield(self.store.release_slot(lease))
+            self.store.release_nowait(lease)

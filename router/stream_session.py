@@ -1,7 +1,8 @@
 """A stream whose first event has arrived (`Executor.open_stream` makes it): the idle-gap and
 deadline limits between events, the end of a cut, stalled or malformed stream as a
 BackendStreamError/BackendTimeout (never a truncated answer that looks complete), the local
-slot held until the stream ends, and an interrupt for the shutdown grace. A router bug while
+slot held until the stream ends (then released in the background, with its samples: closing
+never waits for the store), and an interrupt for the shutdown grace. A router bug while
 reading the stream ends it in-band too (`internal_error`), without counting against the
 backend's breaker.
 

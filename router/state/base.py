@@ -18,6 +18,18 @@ Contract of the capacity ledger (docs/design.md, Routing signals):
   `timeout_s` and returns None if the wait ran out. It never lets more than `slots` be held.
 - `release_slot(lease)` is idempotent and must be called on every path (success, error,
   timeout, cancellation); the executor does it in a `finally`.
+- `release_nowait(lease)` is the same release without waiting for it: the request path calls
+  it after the response, so the release (and the service-time sample it carries) costs the
+  request no round trip. The Redis store sends it in the background, batched with the other
+  releases of the same moment; one the store never gets to send (a crash) is covered by the
+  lease's expiry. A clean `aclose` sends the pending ones first.
+- `snapshot(..., claim=SlotClaim(...))` also takes a slot at once, in the same operation (one
+  Redis round trip for both), on the first of the claim's keys that has one free and nobody
+  queued — exactly the immediate grant of `acquire_slot`; it never queues. The lease comes
+  back as `StoreSnapshot.claimed` (None when no key had room); the loads in the snapshot are
+  those before the claim, so the planner decides as it would without one. A claimed lease is
+  an ordinary lease: whoever does not use it must release it. `note_prediction(lease, s)`
+  records the predicted service time of a claimed lease once the plan knows it.
 - A waiter that is cancelled leaves the queue without taking a slot.
 - Queue order (`SlotRequest.priority`): private waiters ahead of standard ones, FIFO within a
   class. A spillable (standard) waiter is told to leave — `acquire_slot` returns `SPILLED` —
@@ -57,6 +69,13 @@ class SlotRequest:
     priority: Priority = Priority.STANDARD
     predicted_s: float | None = None  # predicted service time once it holds a slot
     spillable: bool = False  # may be told to leave the queue (standard requests)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """Ask `snapshot` to take a slot at once on the first of `keys` with one free."""
+
+    keys: tuple[tuple[str, int], ...]  # (slot key, slots) in the order to try
 
 
 class Spilled:
@@ -126,6 +145,7 @@ class StoreSnapshot:
     slots: dict[str, SlotLoad] = field(default_factory=dict)
     breakers: dict[str, BreakerState] = field(default_factory=dict)
     spend_usd: dict[str, float] = field(default_factory=dict)  # spend key -> today's USD
+    claimed: Lease | None = None  # the slot a `SlotClaim` took, if it took one
 
 
 @dataclass(slots=True)
@@ -161,6 +181,14 @@ class StateStore(Protocol):
 
     async def release_slot(self, lease: Lease) -> None: ...
 
+    def release_nowait(self, lease: Lease) -> None:
+        """`release_slot` without waiting for it (sent in the background)."""
+        ...
+
+    def note_prediction(self, lease: Lease, predicted_s: float | None) -> None:
+        """Set a held lease's predicted service time (the queue model reads it)."""
+        ...
+
     async def record_service_time(self, key: str, seconds: float) -> None: ...
 
     async def get_breaker(self, backend: str) -> BreakerState: ...
@@ -193,7 +221,8 @@ class StateStore(Protocol):
         ...
 
     async def snapshot(
-        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = (),
+        claim: SlotClaim | None = None,
     ) -> StoreSnapshot: ...
 
     def status(self) -> dict[str, object]:

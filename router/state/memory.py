@@ -31,6 +31,7 @@ from router.state.base import (
     Lease,
     ReplicaInfo,
     ServiceSample,
+    SlotClaim,
     SlotLoad,
     SlotRequest,
     Spilled,
@@ -60,6 +61,8 @@ class _Slots:
     service_time_s: float | None = None
     samples: deque[ServiceSample] = field(default_factory=lambda: deque(maxlen=SAMPLE_WINDOW))
     limit: int = 0  # the `slots` of the latest acquire (for re-evaluation on release)
+    # `samples` as the snapshot hands it out: rebuilt by the first snapshot after a change
+    samples_view: tuple[ServiceSample, ...] | None = ()
 
 
 def _today() -> str:
@@ -165,17 +168,44 @@ class MemoryStore:
         self._release_token(key, token)
 
     async def release_slot(self, lease: Lease) -> None:
+        self.release_nowait(lease)
+
+    def release_nowait(self, lease: Lease) -> None:
+        """Release at once (nothing to wait for in memory)."""
         if lease.released:
             return
         lease.released = True
         if lease.service_time_s is not None:
-            await self.record_service_time(lease.key, lease.service_time_s)
-            self._get(lease.key).samples.appendleft(ServiceSample(
+            self.fold_service_time(lease.key, lease.service_time_s)
+            s = self._get(lease.key)
+            s.samples.appendleft(ServiceSample(
                 lease.service_time_s, lease.prompt_tokens, lease.output_tokens,
                 lease.first_token_s))
+            s.samples_view = None
         self._release_token(lease.key, lease.token)
 
+    def claim(self, claim: SlotClaim) -> Lease | None:
+        """Take a slot on the first of the claim's keys with one free and nobody queued."""
+        for key, slots in claim.keys:
+            s = self._get(key)
+            s.limit = slots
+            if len(s.in_flight) < slots and not s.waiters:
+                token = f"m{next(self._ids)}"
+                s.in_flight[token] = (self._clock(), None)
+                return Lease(key, token)
+        return None
+
+    def note_prediction(self, lease: Lease, predicted_s: float | None) -> None:
+        lease.predicted_s = predicted_s
+        s = self._slots.get(lease.key)
+        held = None if s is None else s.in_flight.get(lease.token)
+        if s is not None and held is not None:
+            s.in_flight[lease.token] = (held[0], predicted_s)
+
     async def record_service_time(self, key: str, seconds: float) -> None:
+        self.fold_service_time(key, seconds)
+
+    def fold_service_time(self, key: str, seconds: float) -> None:
         s = self._get(key)
         prev = s.service_time_s
         s.service_time_s = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
@@ -237,26 +267,34 @@ class MemoryStore:
         return [replace(self._me[1])]
 
     async def snapshot(
-        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = (),
+        claim: SlotClaim | None = None,
     ) -> StoreSnapshot:
-        snap = StoreSnapshot()
+        """The loads, breakers and spend; with `claim`, then a slot taken (base.py)."""
+        slots = {}
+        now = self._clock() if slot_keys else 0.0
         for key in slot_keys:
             s = self._slots.get(key)
-            snap.slots[key] = self._load(s) if s else SlotLoad()
-        for b in backends:
-            snap.breakers[b] = replace(self._breakers.get(b) or BreakerState())
-        day = self._day() if spend_keys else ""
-        for k in spend_keys:
-            snap.spend_usd[k] = self._spend.get((day, k), 0.0)
+            slots[key] = self._load(s, now) if s else SlotLoad()
+        breakers = self._breakers
+        snap = StoreSnapshot(slots, {b: _copy(breakers.get(b)) for b in backends})
+        if spend_keys:
+            day = self._day()
+            snap.spend_usd = {k: self._spend.get((day, k), 0.0) for k in spend_keys}
+        if claim is not None:
+            snap.claimed = self.claim(claim)
         return snap
 
-    def _load(self, s: _Slots) -> SlotLoad:
-        now = self._clock()
+    @staticmethod
+    def _load(s: _Slots, now: float) -> SlotLoad:
         waiting = tuple((int(w.request.priority), w.request.predicted_s)
-                        for w in s.waiters if not w.fut.done())
-        return SlotLoad(len(s.in_flight), len(waiting), s.service_time_s,
-                        running=tuple((now - t, p) for t, p in s.in_flight.values()),
-                        waiting=waiting, samples=tuple(s.samples))
+                        for w in s.waiters if not w.fut.done()) if s.waiters else ()
+        running = tuple((now - t, p) for t, p in s.in_flight.values()) if s.in_flight else ()
+        samples = s.samples_view
+        if samples is None:  # a sample arrived since the last snapshot
+            samples = s.samples_view = tuple(s.samples)
+        return SlotLoad(len(s.in_flight), len(waiting), s.service_time_s, running, waiting,
+                        samples)
 
     def held(self) -> int:
         """Slots held across all keys (tests assert this returns to zero)."""
@@ -267,6 +305,12 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+
+def _copy(b: BreakerState | None) -> BreakerState:
+    if b is None:
+        return BreakerState()
+    return BreakerState(b.state, b.failures, b.opened_at, b.open_for_s, b.opened_by)
 
 
 def _cancelling() -> bool:

@@ -1,8 +1,10 @@
 """The Redis store's plain-key records, one round trip each: breakers (`Pbreaker:B` hashes),
 daily spend (`Pspend:DAY:S`, TTL two days), blobs (`Pblob:N`, with a TTL), the replica
 registry (`redis_replicas.py`) and the snapshot that reads slots, breakers and spend in one
-pipeline. `RedisStore` (`redis_store.py`) mixes it in and owns the connection, the slot
-scripts, leases and queues; `_rt` (one bounded, counted round trip) and `_k` come from it.
+pipeline — with a claim, the CLAIM script goes last in that same pipeline, after the reads, so
+the loads are those before it (one round trip for both). `RedisStore` (`redis_store.py`) mixes
+it in and owns the connection, the slot scripts, leases and queues; `_rt` (one bounded,
+counted round trip), `_k` and the claim's helpers come from it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from router.state.base import (
     BreakerCause,
     BreakerName,
     BreakerState,
+    Lease,
     ReplicaInfo,
     ServiceSample,
+    SlotClaim,
     SlotLoad,
     StoreSnapshot,
 )
@@ -40,6 +44,18 @@ class RedisRecords:
         async def _rt(self, aw: Awaitable[T], background: bool = False) -> T: ...
 
         def _k(self, key: str, part: str) -> str: ...
+
+        async def _start(self) -> None: ...
+
+        def _claim_call(self, claim: SlotClaim, now: float) -> Any: ...
+
+        async def _claimed(self, claim: SlotClaim, call: Any, result: Any) -> Lease | None: ...
+
+        def _abandon_claim(self, claim: SlotClaim, call: Any) -> None: ...
+
+        def _failed(self, exc: Exception) -> Exception: ...
+
+        def release_nowait(self, lease: Lease) -> None: ...
 
     def _spend_key(self, spend_key: str, now: float) -> str:
         day = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
@@ -90,11 +106,16 @@ class RedisRecords:
         return redis_replicas.parse_records(await self._rt(pipe.execute()))
 
     async def snapshot(
-        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = (),
+        claim: SlotClaim | None = None,
     ) -> StoreSnapshot:
         snap = StoreSnapshot()
-        if not (slot_keys or backends or spend_keys):
+        if claim is not None and not claim.keys:
+            claim = None
+        if not (slot_keys or backends or spend_keys or claim):
             return snap
+        if claim is not None:
+            await self._start()  # the scripts are loaded (once, in the background)
         now = self._clock()
         live = f"({now!r}"
         pipe = self._redis.pipeline(transaction=False)
@@ -111,7 +132,24 @@ class RedisRecords:
             pipe.hgetall(f"{self.prefix}breaker:{b}")
         for s in spend_keys:
             pipe.get(self._spend_key(s, now))
-        res = iter(await self._rt(pipe.execute()))
+        if claim is None:
+            res = iter(await self._rt(pipe.execute()))
+        else:
+            call = self._claim_call(claim, now)
+            script, keys, args = call
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                results = await self._rt(pipe.execute(raise_on_error=False))
+                snap.claimed = await self._claimed(claim, call, results.pop())
+            except BaseException:
+                self._abandon_claim(claim, call)
+                raise
+            error = next((r for r in results if isinstance(r, Exception)), None)
+            if error is not None:
+                if snap.claimed is not None:
+                    self.release_nowait(snap.claimed)
+                raise self._failed(error)
+            res = iter(results)
         for key in slot_keys:
             held, queued, svc = next(res), next(res), next(res)
             tokens, hinfo, queue, qinfo, samples = (next(res), next(res), next(res), next(res),

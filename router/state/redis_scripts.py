@@ -156,3 +156,36 @@ if prev then x = tonumber(prev) + tonumber(ARGV[2]) * (x - tonumber(prev)) end
 redis.call('SET', KEYS[1], tostring(x))
 return tostring(x)
 """
+
+# The claim of `snapshot(..., claim=)`: take a slot on the first of the given slot keys that has
+# one free and nobody queued — the immediate grant of ACQUIRE, never a queue entry. Several slot
+# keys in one call: one Redis (not a cluster; the store's client is a plain one).
+# KEYS: per slot key, in the order to try: held, queue, qexp, hinfo, qinfo, spilled, limit.
+# ARGV: token, now, lease_exp, then the slots of each key.
+# Returns the 1-based position of the key it took a slot on, or 0.
+CLAIM_KEYS_PER_SLOT = 7
+CLAIM_LUA = _COMMON + """
+local token, now, exp = ARGV[1], ARGV[2], ARGV[3]
+for i = 1, #KEYS / """ + str(CLAIM_KEYS_PER_SLOT) + """ do
+  local b = (i - 1) * """ + str(CLAIM_KEYS_PER_SLOT) + """
+  local held, queue, hinfo = KEYS[b + 1], KEYS[b + 2], KEYS[b + 4]
+  purge(held, queue, KEYS[b + 3], hinfo, KEYS[b + 5], KEYS[b + 6], now)
+  redis.call('SET', KEYS[b + 7], ARGV[3 + i])
+  if redis.call('ZCARD', held) < tonumber(ARGV[3 + i]) and redis.call('ZCARD', queue) == 0 then
+    redis.call('ZADD', held, exp, token)
+    redis.call('HSET', hinfo, token, now .. '|')
+    return i
+  end
+end
+return 0
+"""
+
+# Set the predicted service time of a lease still held (a claim's, once the plan knows it).
+# KEYS: hinfo. ARGV: token, predicted ('' if unknown). Returns 1 when the lease was there.
+PREDICT_LUA = """
+local info = redis.call('HGET', KEYS[1], ARGV[1])
+if not info then return 0 end
+local start = string.match(info, '^([^|]*)|') or info
+redis.call('HSET', KEYS[1], ARGV[1], start .. '|' .. ARGV[2])
+return 1
+"""

@@ -22,8 +22,18 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
 Slot changes run as Lua scripts (EVALSHA, `redis_scripts.py`), so counts never go below zero or
 above `slots`; the connection pool and URL redaction live in `redis_connection.py`.
 Every Redis round trip is bounded by `op_timeout_s` and counted in `round_trips` (request
-path) or `background_round_trips` (renewal, pub/sub, script loading); a failure raises
-`StoreUnavailable`, which `resilient.FallbackStore` turns into a switch to the memory store.
+path) or `background_round_trips` (renewal, pub/sub, script loading, background releases); a
+failure raises `StoreUnavailable`, which `resilient.FallbackStore` turns into a switch to the
+memory store.
+
+Round trips of a local request (tests/unit/router/state/test_redis_claim.py counts them): one
+on the request path, the snapshot pipeline, whose last command is the CLAIM script that takes
+the slot (`snapshot(..., claim=)`); the release (with its service-time sample) and the claimed
+lease's predicted service time go in the background (`release_nowait`, `note_prediction`).
+Background script calls are batched: those queued while a batch is in flight go out together
+in the next pipeline, one round trip however many requests released meanwhile. One that never
+goes out (a crash) is covered by the lease's expiry: a released lease is no longer renewed;
+`aclose` sends what is pending first. `on_background_failure` hears of a batch that failed.
 """
 
 from __future__ import annotations
@@ -40,25 +50,28 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.typing import EncodableT
 
 from router.state.base import (
     SAMPLE_WINDOW,
     SPILLED,
     Lease,
+    SlotClaim,
     SlotRequest,
     Spilled,
 )
 from router.state.memory import EWMA_ALPHA
 from router.state.redis_connection import connect, redact_url
 from router.state.redis_records import SPEND_TTL_S, RedisRecords
-from router.state.redis_scripts import ACQUIRE_LUA, EWMA_LUA, RELEASE_LUA
+from router.state.redis_scripts import ACQUIRE_LUA, CLAIM_LUA, EWMA_LUA, PREDICT_LUA, RELEASE_LUA
 
 __all__ = ["SPEND_TTL_S", "RedisStore", "StoreUnavailable", "redact_url"]
 
 log = logging.getLogger("router.state")
 T = TypeVar("T")
+_Call = tuple[AsyncScript, list[str], list[EncodableT]]  # a script call: script, keys, args
 
 
 class StoreUnavailable(Exception):
@@ -97,6 +110,8 @@ class RedisStore(RedisRecords):
         self._acquire = self._redis.register_script(ACQUIRE_LUA)
         self._release = self._redis.register_script(RELEASE_LUA)
         self._ewma = self._redis.register_script(EWMA_LUA)
+        self._claim = self._redis.register_script(CLAIM_LUA)
+        self._predict = self._redis.register_script(PREDICT_LUA)
         self._scripts_loaded = False
         self._scripts_lock = asyncio.Lock()
         self._channel = f"{prefix}wake"
@@ -108,6 +123,9 @@ class RedisStore(RedisRecords):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._batch: list[_Call] = []  # background script calls waiting for the next pipeline
+        self._flusher: asyncio.Task[None] | None = None
+        self.on_background_failure: Callable[[StoreUnavailable], None] | None = None
         self._closed = False
         self._degraded = False
         self.round_trips = 0
@@ -135,10 +153,8 @@ class RedisStore(RedisRecords):
             async with asyncio.timeout(self.op_timeout_s):
                 result = await aw
         except (RedisError, OSError, TimeoutError) as exc:
-            self.errors_total += 1
-            self._degraded = True
-            self._wake_all()  # waiters retry now and fail fast instead of waiting for a poll
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            # Waiters are woken: they retry now and fail fast instead of waiting for a poll.
+            raise self._failed(exc) from exc
         self._degraded = False
         return result
 
@@ -161,7 +177,8 @@ class RedisStore(RedisRecords):
             async with self._scripts_lock:
                 if not self._scripts_loaded:
                     pipe = self._redis.pipeline(transaction=False)
-                    for script in (self._acquire, self._release, self._ewma):
+                    for script in (self._acquire, self._release, self._ewma, self._claim,
+                                   self._predict):
                         pipe.script_load(script.script)
                     await self._rt(pipe.execute(), background=True)
                     self._scripts_loaded = True
@@ -195,7 +212,7 @@ class RedisStore(RedisRecords):
         deadline = loop.time() + timeout_s
         req = request or SlotRequest()
         bound_end = self._clock() + timeout_s  # the deadline the queue re-evaluation uses
-        token = f"r{self._id}:{next(self._ids)}"
+        token = self._token()
         await self._start()
         try:
             state, ticket = await self._try(key, token, slots, timeout_s > 0, req, bound_end)
@@ -251,15 +268,15 @@ class RedisStore(RedisRecords):
         elif was_head:
             queue[0].event.set()  # the next local waiter takes over polling
 
+    def _token(self) -> str:
+        return f"r{self._id}:{next(self._ids)}"
+
     def _leave(self, key: str, token: str) -> None:
         """Leave the queue, and give back a slot granted in a race, in the background."""
         self._held.pop(token, None)
-        if self._closed:
-            return
-        self._spawn(self._release_token(key, token, background=True))
+        self._queue_call(self._release_call(key, token, None))
 
-    async def _release_token(self, key: str, token: str, background: bool = False,
-                             lease: Lease | None = None) -> None:
+    def _release_call(self, key: str, token: str, lease: Lease | None) -> _Call:
         now = self._clock()
         keys = [*self._slot_keys(key), *self._info_keys(key), self._k(key, "svc"),
                 self._k(key, "limit"), self._k(key, "samples")]
@@ -270,20 +287,108 @@ class RedisStore(RedisRecords):
         args: list[EncodableT] = [token, now, self._channel, key, now + self.lease_s,
                                   "" if svc is None else repr(float(svc)), EWMA_ALPHA, record,
                                   SAMPLE_WINDOW]
-        await self._rt(self._release(keys=keys, args=args), background)
+        return self._release, keys, args
 
-    def release_nowait(self, lease: Lease) -> asyncio.Task[None] | None:
-        """Stop renewing the lease and release it in the background (it expires anyway)."""
+    async def _call(self, call: _Call, background: bool = False) -> Any:
+        script, keys, args = call
+        return await self._rt(script(keys=keys, args=args), background)
+
+    def release_nowait(self, lease: Lease) -> None:
+        """Stop renewing the lease and release it in the next background batch."""
         if lease.released:
-            return None
+            return
         lease.released = True
         self._held.pop(lease.token, None)
-        return self._spawn(self._release_token(lease.key, lease.token, lease=lease))
+        self._queue_call(self._release_call(lease.key, lease.token, lease))
 
     async def release_slot(self, lease: Lease) -> None:
-        task = self.release_nowait(lease)
-        if task is not None:
-            await asyncio.shield(task)  # a cancelled caller still gives the slot back
+        """Release now, in one round trip of the caller's (`release_nowait` waits for none)."""
+        if lease.released:
+            return
+        lease.released = True
+        self._held.pop(lease.token, None)
+        task = self._spawn(self._call(self._release_call(lease.key, lease.token, lease)))
+        await asyncio.shield(task)  # a cancelled caller still gives the slot back
+
+    def note_prediction(self, lease: Lease, predicted_s: float | None) -> None:
+        """Record a held lease's predicted service time, in the background."""
+        lease.predicted_s = predicted_s
+        if predicted_s is not None and not lease.released:
+            self._queue_call((self._predict, [self._k(lease.key, "hinfo")],
+                              [lease.token, repr(float(predicted_s))]))
+
+    # ---- the snapshot's claim (RedisRecords.snapshot puts it last in its pipeline) -------
+
+    def _claim_call(self, claim: SlotClaim, now: float) -> _Call:
+        keys: list[str] = []
+        args: list[EncodableT] = [self._token(), repr(now), repr(now + self.lease_s)]
+        for key, slots in claim.keys:
+            keys += [*self._slot_keys(key), *self._info_keys(key), self._k(key, "limit")]
+            args.append(slots)
+        return self._claim, keys, args
+
+    async def _claimed(self, claim: SlotClaim, call: _Call, result: Any) -> Lease | None:
+        """The lease the claim took (the CLAIM script's `result`), if any."""
+        if isinstance(result, NoScriptError):  # Redis lost its scripts (a restart): once more
+            self._scripts_loaded = False
+            result = await self._call(call)
+        elif isinstance(result, ResponseError):
+            raise self._failed(result)
+        at = int(result)
+        if at <= 0:
+            return None
+        token = str(call[2][0])
+        key = claim.keys[at - 1][0]
+        self._held[token] = key  # renewed from now on
+        return Lease(key, token)
+
+    def _abandon_claim(self, claim: SlotClaim, call: _Call) -> None:
+        """The snapshot failed or was cancelled: the claim may have run; give it back."""
+        for key, _ in claim.keys:
+            self._leave(key, str(call[2][0]))
+
+    # ---- background batches ----------------------------------------------------------------
+
+    def _queue_call(self, call: _Call) -> None:
+        if self._closed:
+            return  # after aclose: the lease, not renewed, expires
+        self._batch.append(call)
+        if self._flusher is None:
+            self._flusher = self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        """Send the queued calls, one pipeline per batch, until none is left."""
+        try:
+            while self._batch:
+                batch, self._batch = self._batch, []
+                try:
+                    await self._send(batch)
+                except StoreUnavailable as exc:
+                    log.debug("redis store: a background batch of %d failed: %s",
+                              len(batch), exc)
+                    if self.on_background_failure is not None:
+                        self.on_background_failure(exc)
+        finally:
+            self._flusher = None
+
+    async def _send(self, batch: list[_Call]) -> None:
+        if len(batch) == 1:
+            await self._call(batch[0], background=True)
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys, args in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await self._rt(pipe.execute(raise_on_error=False), background=True)
+        for call, result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):  # Redis lost its scripts: one by one
+                self._scripts_loaded = False
+                await self._call(call, background=True)
+
+    def _failed(self, exc: Exception) -> StoreUnavailable:
+        self.errors_total += 1
+        self._degraded = True
+        self._wake_all()
+        return StoreUnavailable(f"{type(exc).__name__}: {exc}")
 
     # ---- lease renewal and wake-ups --------------------------------------------------------
 
@@ -350,12 +455,14 @@ class RedisStore(RedisRecords):
             "kind": self.kind, "url": redact_url(self.url), "degraded": self._degraded,
             "prefix": self.prefix, "lease_s": self.lease_s, "leases_held": len(self._held),
             "waiting": len(self._by_token), "round_trips": self.round_trips,
+            "background_round_trips": self.background_round_trips,
             "errors_total": self.errors_total,
         }
 
     async def aclose(self) -> None:
-        """Stop renewal and pub/sub and close the connections. Leases still held are not
-        released: they expire within `lease_s`, as after a crash."""
+        """Send the pending background batch, stop renewal and pub/sub and close the
+        connections. Leases still held are not released: they expire within `lease_s`, as
+        after a crash."""
         self._closed = True
         for task in (self._renewer, self._listener):
             if task is not None:

@@ -4,10 +4,14 @@ slow; `build_store` picks the store for a configuration.
 
 While degraded, operations go straight to memory (no request waits on Redis), and a background
 task PINGs Redis every `recheck_s` and switches back when it answers. The switch is logged once
-per outage on the `router.state` logger and counted in `fallbacks_total`. A lease is released in
-the store that granted it. Breakers, service times and spend are also mirrored into memory, so
-an outage starts from this replica's last view rather than from nothing; spend added during an
-outage is added to Redis when it comes back. Blobs go to Redis; one written during an outage
+per outage on the `router.state` logger and counted in `fallbacks_total`; a background batch
+that fails (releases sent after the response: `release_nowait`) switches too. A lease is
+released in the store that granted it. A snapshot's claim (`snapshot(..., claim=)`) is taken
+in Redis, leaving room for this replica's memory leases still running after an outage, or in
+memory when Redis fails or is already given up on; either way one operation, as without one.
+Breakers, service times and spend are also mirrored into memory, so an outage starts from this
+replica's last view rather than from nothing; spend added during an outage is added to Redis
+when it comes back. Blobs go to Redis; one written during an outage
 goes to memory, and a read finds it in either (a blob Redis lost to an outage is simply gone).
 Replica heartbeats go to both; the listing comes from Redis, or while degraded is this replica
 alone, marked degraded.
@@ -28,6 +32,7 @@ from router.state.base import (
     BreakerState,
     Lease,
     ReplicaInfo,
+    SlotClaim,
     SlotRequest,
     Spilled,
     StateStore,
@@ -65,6 +70,7 @@ class FallbackStore:
         self._pending_spend: dict[str, float] = {}  # added while degraded, replayed on recovery
         self._recheck_task: asyncio.Task[None] | None = None
         self._closed = False
+        primary.on_background_failure = self._background_failed
 
     @property
     def degraded(self) -> bool:
@@ -77,10 +83,9 @@ class FallbackStore:
         self.fallbacks_total += 1
         # Slots this replica holds in Redis count as held in memory while degraded, and a
         # memory waiter takes one over as soon as its Redis lease ends.
-        if isinstance(self.fallback, MemoryStore):
-            for token, store in self._owners.items():
-                if store is self.primary:
-                    self.fallback.adopt(self._keys[token], token)
+        for token, store in self._owners.items():
+            if store is self.primary:
+                self.fallback.adopt(self._keys[token], token)
         log.warning(
             "state store: Redis failed (%s during %s: %s); using the in-memory store until it "
             "answers again", type(exc).__name__, op, exc,
@@ -119,10 +124,7 @@ class FallbackStore:
         if store is self.fallback:
             lease = await self.fallback.acquire_slot(key, slots, timeout_s, request)
         if isinstance(lease, Lease):
-            self._owners[lease.token] = store
-            self._keys[lease.token] = key
-            k = (id(store), key)
-            self._active[k] = self._active.get(k, 0) + 1
+            self._granted(lease, store)
         return lease
 
     async def _acquire_primary(self, key: str, slots: int, timeout_s: float,
@@ -146,19 +148,50 @@ class FallbackStore:
     def _held_in(self, store: StateStore, key: str) -> int:
         return self._active.get((id(store), key), 0)
 
-    async def release_slot(self, lease: Lease) -> None:
+    def _granted(self, lease: Lease, store: StateStore) -> None:
+        self._owners[lease.token] = store
+        self._keys[lease.token] = lease.key
+        k = (id(store), lease.key)
+        self._active[k] = self._active.get(k, 0) + 1
+
+    def _forget(self, lease: Lease) -> StateStore | None:
+        """Drop a lease being released from the books; the store that granted it, or None
+        when there is nothing to release."""
         store = self._owners.pop(lease.token, None)
         self._keys.pop(lease.token, None)
         if store is None or lease.released:
-            return
-        if store is self.primary and isinstance(self.fallback, MemoryStore):
+            return None
+        if store is self.primary:
             self.fallback.release_adopted(lease.key, lease.token)  # no-op unless adopted
             if lease.service_time_s is not None:  # keep the memory mirror's estimate warm
-                await self.fallback.record_service_time(lease.key, lease.service_time_s)
+                self.fallback.fold_service_time(lease.key, lease.service_time_s)
         k = (id(store), lease.key)
         self._active[k] = self._active.get(k, 1) - 1
         if self._active[k] <= 0:
             del self._active[k]
+        return store
+
+    def release_nowait(self, lease: Lease) -> None:
+        store = self._forget(lease)
+        if store is self.fallback:
+            self.fallback.release_nowait(lease)
+        elif store is not None:
+            self.primary.release_nowait(lease)  # a failed batch: _background_failed
+
+    def _background_failed(self, exc: StoreUnavailable) -> None:
+        self._degrade("a background release", exc)
+
+    def note_prediction(self, lease: Lease, predicted_s: float | None) -> None:
+        store = self._owners.get(lease.token)
+        if store is self.primary and not self._degraded:
+            self.primary.note_prediction(lease, predicted_s)
+        else:
+            self.fallback.note_prediction(lease, predicted_s)
+
+    async def release_slot(self, lease: Lease) -> None:
+        store = self._forget(lease)
+        if store is None:
+            return
         if store is self.fallback:
             await self.fallback.release_slot(lease)
             return
@@ -240,16 +273,25 @@ class FallbackStore:
         return await self._run("replicas", self.primary.replicas, on_memory)
 
     async def snapshot(
-        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = ()
+        self, slot_keys: Sequence[str], backends: Sequence[str], spend_keys: Sequence[str] = (),
+        claim: SlotClaim | None = None,
     ) -> StoreSnapshot:
         local = await self.fallback.snapshot(slot_keys, backends, spend_keys)
+        shared = None
+        if claim is not None:  # room left beside this replica's memory leases (outage)
+            room = ((k, n - self._held_in(self.fallback, k)) for k, n in claim.keys)
+            shared = SlotClaim(tuple((k, n) for k, n in room if n > 0))
 
         async def on_memory() -> StoreSnapshot:
+            if claim is not None:
+                local.claimed = self.fallback.claim(claim)
             return local
 
         snap = await self._run(
-            "snapshot", lambda: self.primary.snapshot(slot_keys, backends, spend_keys), on_memory
-        )
+            "snapshot", lambda: self.primary.snapshot(slot_keys, backends, spend_keys, shared),
+            on_memory)
+        if snap.claimed is not None:
+            self._granted(snap.claimed, self.fallback if snap is local else self.primary)
         if snap is not local:
             # Leases granted by memory during an outage are still real load on this replica.
             # (Only memory's own leases: Redis leases adopted during the outage are in Redis.)

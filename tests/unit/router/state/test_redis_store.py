@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from router.state.base import BreakerState, Lease
+from router.state.base import BreakerState, Lease, SlotClaim
 from router.state.redis_store import RedisStore, redact_url
 
 pytestmark = pytest.mark.redis
@@ -300,10 +300,21 @@ async def test_round_trips_per_operation(make: Callable[..., RedisStore]) -> Non
     costs["add_spend"], n = a.round_trips - n, a.round_trips
     await a.set_breaker("b", BreakerState())
     await a.get_breaker("b")
-    costs["breaker_set_get"] = a.round_trips - n
+    costs["breaker_set_get"], n = a.round_trips - n, a.round_trips
+    snap = await a.snapshot([KEY], ["b"], ["x"], claim=SlotClaim(((KEY, 4),)))
+    costs["snapshot_and_claim"], n = a.round_trips - n, a.round_trips
+    bg = a.background_round_trips
+    assert snap.claimed is not None
+    a.note_prediction(snap.claimed, 1.0)
+    a.release_nowait(snap.claimed)
+    while a._flusher is not None:
+        await asyncio.shield(a._flusher)
+    costs["release_nowait"] = a.round_trips - n  # none on the caller's path
+    costs["release_nowait_background"] = a.background_round_trips - bg
     assert costs == {
         "acquire": 1, "release": 1, "record_service_time": 1, "add_spend": 1,
-        "breaker_set_get": 2,
+        "breaker_set_get": 2, "snapshot_and_claim": 1, "release_nowait": 0,
+        "release_nowait_background": 1,  # the prediction and the release: one batch
     }
 
 
