@@ -2,7 +2,9 @@
 router, router on Redis, two workers on Redis) and `benchmarks/routing.py
 --quick` as subprocesses (simulators and routers in their own processes), each must exit 0 and
 write well-formed JSON with the expected keys. Behaviour only, never speed: no timing, rate or
-latency is asserted, only shapes, counts, errors and the privacy invariant.
+latency is asserted, only shapes, counts, errors and the privacy invariant. So the runs are
+shorter than `--quick` alone (see `OVERHEAD_SMOKE`, `ROUTING_SMOKE`, `AMPLIFICATION_SMOKE`): every
+cell, policy, trace and body still runs, for just long enough to answer.
 """
 
 from __future__ import annotations
@@ -21,11 +23,20 @@ from benchmarks.routing import make_trace, reason_class
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("HR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every cell (5 targets x 2 modes x 3 concurrencies), each 0.25 s measured after 0.1 s warm-up
+# (`--quick` alone: 0.5 s + 0.2 s): each still answers hundreds of requests.
+OVERHEAD_SMOKE = ("--duration", "0.25", "--warmup", "0.1", "--rounds", "1")
+# Both traces, 1.5 s of arrivals each, otherwise what `--quick` sets (which fixes 3 s a trace,
+# so it is not passed): still 1.7x overload with private requests in each trace.
+ROUTING_SMOKE = ("--duration", "1.5", "--calibration", "3", "--token-delay", "0.005")
+# Every body, 0.3 s of load and of idle polling each (`--quick` alone: 0.5 s each).
+AMPLIFICATION_SMOKE = ("--duration", "0.3", "--idle", "0.3")
 
 
-def run_benchmark(module: str, out: Path, *extra: str) -> dict[str, Any]:
+def run_benchmark(module: str, out: Path, *extra: str, quick: bool = True) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out", str(out), *extra],
+        [sys.executable, "-m", f"benchmarks.{module}", *(["--quick"] if quick else []),
+         "--out", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=100,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -45,7 +56,8 @@ def _check_target_entries(targets: dict[str, Any], names: set[str]) -> None:
 @pytest.mark.slow
 @pytest.mark.redis
 def test_overhead_quick_writes_every_cell(tmp_path: Path) -> None:
-    data = run_benchmark("overhead", tmp_path / "overhead.json", "--redis", REDIS_URL)
+    data = run_benchmark("overhead", tmp_path / "overhead.json", "--redis", REDIS_URL,
+                         *OVERHEAD_SMOKE)
     assert data["benchmark"] == "overhead"
     assert {"date", "machine", "config", "cells", "comparisons", "memory", "stores",
             "targets"} <= set(data)
@@ -77,7 +89,7 @@ def test_overhead_quick_writes_every_cell(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_routing_quick_replays_one_trace_through_three_policies(tmp_path: Path) -> None:
-    data = run_benchmark("routing", tmp_path / "routing.json")
+    data = run_benchmark("routing", tmp_path / "routing.json", *ROUTING_SMOKE, quick=False)
     assert data["benchmark"] == "routing"
     assert {"date", "machine", "config", "calibration", "trace", "policies",
             "targets"} <= set(data)
@@ -140,7 +152,8 @@ def test_percentile_and_reason_classes() -> None:
 def test_amplification_quick_reports_rss_and_healthz_for_every_body(tmp_path: Path) -> None:
     out = tmp_path / "amplification.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.amplification", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.amplification", "--quick", "--out", str(out),
+         *AMPLIFICATION_SMOKE],
         cwd=REPO, capture_output=True, text=True, timeout=100,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"

@@ -2,7 +2,8 @@
 private request is never attempted on a backend that is not local (docs/design.md, Privacy).
 
 Runs the real classifier -> planner -> executor path with scripted in-process backends; the
-number of examples is raised in CI (`HR_PRIVACY_EXAMPLES`, default 10,000 under scripts/test.sh).
+number of examples is raised in CI (`HR_PRIVACY_EXAMPLES`, default 2,000 under scripts/test.sh,
+which says why that many).
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ def private_requests(draw: st.DrawFn) -> tuple[ChatRequest, dict[str, str], str 
 LOOP = asyncio.new_event_loop()
 
 
-# 10,000 examples take 80-100 s on a loaded 2-core machine: more than the suite's default
-# per-test timeout, which is for hangs, not for this deliberate volume.
+# 10,000 examples (HR_PRIVACY_EXAMPLES=10000) take 80-150 s on a loaded 2-core machine: more
+# than the suite's default per-test timeout, which is for hangs, not for this deliberate volume.
 @pytest.mark.timeout(900)
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
