@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,6 +72,7 @@ class Metrics:
 
     def __init__(self, namespace: str = "router") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[Any, ...], Any] = {}
         r, ns = self.registry, namespace
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -172,27 +174,33 @@ class Metrics:
 
     # -- recording helpers: bounded labels ------------------------------------------------
 
+    # The per-request series keep their children in a dict of their own (`_child`): one
+    # lookup per request instead of prometheus_client's label checks and lock. Label values
+    # are bounded (see the module docstring), and so are these dicts.
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def count_request(
         self, *, backend: str | None, route: str | None, reason: Reason | str, outcome: str
     ) -> None:
-        self.requests_total.labels(
-            backend=backend or "none",
-            route=route or "none",
-            reason=reason_class(reason),
-            outcome=outcome,
-        ).inc()
+        self._child(self.requests_total, backend or "none", route or "none",
+                    reason_class(reason), outcome).inc()
 
     def observe_latency(self, backend: str | None, stream: bool, seconds: float) -> None:
-        self.request_latency_seconds.labels(
-            backend=backend or "none", stream="true" if stream else "false"
-        ).observe(seconds)
+        self._child(self.request_latency_seconds, backend or "none",
+                    "true" if stream else "false").observe(seconds)
 
     def observe_ttft(self, backend: str, seconds: float) -> None:
-        self.ttft_seconds.labels(backend=backend).observe(seconds)
+        self._child(self.ttft_seconds, backend).observe(seconds)
 
     def count_tokens(self, backend: str, prompt: int, completion: int) -> None:
-        self.tokens_total.labels(backend=backend, kind="prompt").inc(max(0, prompt))
-        self.tokens_total.labels(backend=backend, kind="completion").inc(max(0, completion))
+        self._child(self.tokens_total, backend, "prompt").inc(max(0, prompt))
+        self._child(self.tokens_total, backend, "completion").inc(max(0, completion))
 
     def count_spill(self, reason: Reason | str) -> None:
         self.spill_total.labels(reason=reason_class(reason)).inc()

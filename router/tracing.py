@@ -96,13 +96,20 @@ def start_request(request_id: str, headers: Mapping[str, str], dialect: str) -> 
     _live[request_id] = span
 
 
-@contextlib.contextmanager
-def activate(request_id: str) -> Iterator[None]:
-    """Make the request's span current (attempt spans become its children)."""
+_OFF: contextlib.AbstractContextManager[None] = contextlib.nullcontext()  # reusable, no state
+
+
+def activate(request_id: str) -> contextlib.AbstractContextManager[None]:
+    """Make the request's span current (attempt spans become its children); with tracing off
+    (or no span) a shared no-op context, so the request path builds no generator."""
     span = _live.get(request_id) if _tracer is not None else None
     if span is None:
-        yield
-        return
+        return _OFF
+    return _activate(span)
+
+
+@contextlib.contextmanager
+def _activate(span: Any) -> Iterator[None]:
     from opentelemetry import context, trace
 
     token = context.attach(trace.set_span_in_context(span))
@@ -141,13 +148,21 @@ def end_request(request_id: str, *, model: str | None = None, privacy: str | Non
     span.end()
 
 
-@contextlib.contextmanager
 def attempt(*, backend: str, backend_type: str, model_id: str, logical_model: str,
-            local: bool, number: int, failover_from: str | None) -> Iterator[None]:
-    """A span around one backend attempt (its retries included), child of the current span."""
+            local: bool, number: int, failover_from: str | None,
+            ) -> contextlib.AbstractContextManager[None]:
+    """A span around one backend attempt (its retries included), child of the current span;
+    with tracing off a shared no-op context."""
     if _tracer is None:
-        yield
-        return
+        return _OFF
+    return _attempt(backend=backend, backend_type=backend_type, model_id=model_id,
+                    logical_model=logical_model, local=local, number=number,
+                    failover_from=failover_from)
+
+
+@contextlib.contextmanager
+def _attempt(*, backend: str, backend_type: str, model_id: str, logical_model: str,
+             local: bool, number: int, failover_from: str | None) -> Iterator[None]:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     provider = PROVIDERS.get(backend_type, backend_type)

@@ -80,10 +80,22 @@ class BodyLimits:
         return cls(**values)
 
 
+_LIMITS: dict[tuple[int, int], tuple[object, BodyLimits]] = {}  # (id(settings), max) -> built
+
+
 def body_limits(request: Request, max_body_bytes: int) -> BodyLimits:
-    """The limits of the app serving `request` (its `app.state.settings`)."""
+    """The limits of the app serving `request` (its `app.state.settings`), built once per
+    settings object and body limit (the settings are read when the app starts)."""
     settings = getattr(getattr(request.scope.get("app"), "state", None), "settings", None)
-    return BodyLimits.from_settings(settings, max_body_bytes)
+    key = (id(settings), max_body_bytes)
+    hit = _LIMITS.get(key)
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    limits = BodyLimits.from_settings(settings, max_body_bytes)
+    if len(_LIMITS) >= 64:
+        _LIMITS.clear()
+    _LIMITS[key] = (settings, limits)
+    return limits
 
 
 # -- headers ---------------------------------------------------------------------------------

@@ -128,15 +128,17 @@ class Recorder:
         backend = ctx.served_by
         local = prep.runtime.local.get(backend, False) if backend else None
         reason = render_reason(ctx.reason or p.reason)
-        served = next((c for c in p.candidates if c.backend == backend), None)
-        cfg = policy.backends.get(backend) if backend else None
-        tracing.end_request(
-            ctx.request_id, model=ctx.facts.model, privacy=ctx.facts.privacy, backend=backend,
-            provider=None if cfg is None else tracing.PROVIDERS.get(cfg.type, cfg.type),
-            response_model=served.model_id if served else None, route=p.route, reason=reason,
-            outcome=outcome, status=status,
-            input_tokens=usage.prompt_tokens if usage else None,
-            output_tokens=usage.completion_tokens if usage else None)
+        if tracing.enabled():
+            served = next((c for c in p.candidates if c.backend == backend), None)
+            cfg = policy.backends.get(backend) if backend else None
+            tracing.end_request(
+                ctx.request_id, model=ctx.facts.model, privacy=ctx.facts.privacy,
+                backend=backend,
+                provider=None if cfg is None else tracing.PROVIDERS.get(cfg.type, cfg.type),
+                response_model=served.model_id if served else None, route=p.route,
+                reason=reason, outcome=outcome, status=status,
+                input_tokens=usage.prompt_tokens if usage else None,
+                output_tokens=usage.completion_tokens if usage else None)
         if self.dashboard is None:
             return
         price = next((c.price for n, c in policy.backends.items()
