@@ -43,9 +43,12 @@ def policy(kind: str, ollama_url: str, bedrock_url: str, parallel: int, bound_s:
     routes.append({"name": "private", "match": {"privacy": "private"}, "targets": ["local"]})
     routes.append({"name": "default", "targets": targets,
                    "max_queue_wait_s": bound_s if kind == "hybrid" else FOREVER_S})
-    return {"version": 1, "models": {"gpt-oss-20b": {"vram_gb": 14}}, "backends": backends,
-            "routes": routes, "privacy": {"private_max_queue_wait_s": FOREVER_S},
-            "deadline_s": 900}
+    out: dict[str, Any] = {
+        "version": 1, "models": {"gpt-oss-20b": {"vram_gb": 14}}, "backends": backends,
+        "routes": routes, "privacy": {"private_max_queue_wait_s": FOREVER_S}, "deadline_s": 900}
+    if kind != "hybrid":  # a gateway's queue: no limit on the waiters ahead
+        out["admission"] = {"max_waiting_ahead": None}
+    return out
 
 
 def _body(r: TraceRequest) -> bytes:

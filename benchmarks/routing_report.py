@@ -23,6 +23,7 @@ from benchmarks.routing_oracle import OracleResult
 from benchmarks.routing_traces import TraceRequest
 
 SPILL_CAUSES = ("queue_timeout", "queue_spilled")
+COVERAGE_SLACK_S = 0.05
 _REASON = re.compile(r"^(queue_wait|context|failover_after|hedged)[_=].*")
 _EST_WAIT = re.compile(r"^queue_wait_(\d+)ms>")
 
@@ -111,6 +112,9 @@ def summarise(kind: str, outcomes: list[Outcome], util: list[tuple[float, int]],
         "standard_waited_then_spilled": sum(1 for o, _ in std if waited_then_spilled(o)),
         "standard_waited_then_spilled_share": _share(
             sum(1 for o, _ in std if waited_then_spilled(o)), n_std),
+        "standard_spill_causes": {c: sum(1 for o, _ in std if o.cloud
+                                         and o.reason == f"failover_after={c}")
+                                  for c in SPILL_CAUSES},
         "standard_hedged_share": _share(
             sum(1 for o, _ in std if o.cloud and o.reason.startswith("hedged=")), n_std),
         "private_wait_p50_s": _r(percentile(priv_w, 50)),
@@ -149,9 +153,10 @@ def estimator(outcomes: list[Outcome], waits: list[float | None]) -> dict[str, A
         "queued_pairs": len(queued),
         "queued_bias_s": _r(statistics.fmean(p - w for p, w in queued) if queued else None),
         "under_predicted_share": _share(sum(1 for e in err if e < -0.1), len(err)),
-        # The prediction is a quantile (admission.wait_quantile): this share of the requests
-        # should have waited at most the predicted time.
-        "coverage": _share(sum(1 for e in err if e >= 0), len(err)),
+        # The prediction is a quantile (admission.wait_quantile): about that share of the
+        # requests should have waited at most the predicted time (COVERAGE_SLACK_S allows
+        # for the client-side measurement's own jitter).
+        "coverage": _share(sum(1 for e in err if e >= -COVERAGE_SLACK_S), len(err)),
     }
 
 

@@ -238,12 +238,15 @@ def _r(v: float | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.routing import TRACES, build_trace, parse_args
+    from benchmarks.routing import build_trace, parse_args
     from benchmarks.routing_oracle import replay as oracle_replay
+    from benchmarks.routing_report import oracle_row
     from benchmarks.routing_traces import LengthSpec
 
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--quantile", type=float, default=None)
+    p.add_argument("--quantile", type=float, default=None, help="admission.wait_quantile")
+    p.add_argument("--max-waiting-ahead", default=None,
+                   help="admission.max_waiting_ahead (a number or 'none')")
     p.add_argument("--seeds", type=int, default=1, help="replay this many seeds per trace")
     own, rest = p.parse_known_args(argv)
     args = parse_args(rest)
@@ -253,9 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     mean_service = (spec.mean() * args.token_delay
                     + args.long_prompt_share * svc.prefill_s(args.long_prompt_tokens))
     capacity = args.parallel / mean_service
-    adm = {"wait_quantile": own.quantile} if own.quantile is not None else None
+    adm: dict[str, Any] = {}
+    if own.quantile is not None:
+        adm["wait_quantile"] = own.quantile
+    if own.max_waiting_ahead is not None:
+        adm["max_waiting_ahead"] = (None if own.max_waiting_ahead == "none"
+                                    else int(own.max_waiting_ahead))
     pol = hybrid_policy(svc, args.bound, adm)
     base_seed = args.seed
+    rows: dict[str, list[dict[str, Any]]] = {}
     for name in args.traces:
         for k in range(own.seeds):
             args.seed = base_seed + 100 * k
@@ -263,15 +272,27 @@ def main(argv: list[str] | None = None) -> int:
                            args.seed)
             res = replay(trace, svc, pol)
             orc = oracle_replay(trace, svc, args.bound)
+            pf = oracle_row(trace, oracle_replay(trace, svc, args.bound, private_first=True),
+                            (0.15, 0.6))
             s = summary(trace, res, args.bound)
-            s["oracle_utilisation"] = round(orc.utilisation, 4)
+            s["gap"] = s["utilisation"] - orc.utilisation
+            s["pf_private_p95"] = pf["private_wait_p95_s"]
+            rows.setdefault(name, []).append(s)
             print(f"{name:<7} seed {args.seed}: n {s['requests']} local "
                   f"{100 * s['local_share']:.1f}% util {100 * s['utilisation']:.1f}% (oracle "
                   f"{100 * orc.utilisation:.1f}%) std p95 {s['std_wait_p95_s']} s, spilled "
                   f"{100 * s['waited_then_spilled_share']:.1f}% {s['by_cause']}, private "
-                  f"p50/p95 {s['private_wait_p50_s']}/{s['private_wait_p95_s']} s, estimator "
+                  f"p50/p95 {s['private_wait_p50_s']}/{s['private_wait_p95_s']} s "
+                  f"(private-first oracle p95 {pf['private_wait_p95_s']}), estimator "
                   f"bias {s['estimator_bias_s']} coverage {s['estimator_coverage']}")
-    del TRACES
+    for name, got in rows.items():
+        def mean(k: str, got: list[dict[str, Any]] = got) -> float:
+            return sum(float(g[k] or 0.0) for g in got) / len(got)
+        spilled = 100 * mean("waited_then_spilled_share")
+        print(f"{name:<7} mean of {len(got)}: spilled {spilled:.1f}%, utilisation "
+              f"{100 * mean('gap'):+.1f} pts against the oracle, standard p95 "
+              f"{mean('std_wait_p95_s'):.2f} s, private p95 {mean('private_wait_p95_s'):.2f} s "
+              f"(private-first oracle {mean('pf_private_p95'):.2f} s)")
     return 0
 
 
