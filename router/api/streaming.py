@@ -1,6 +1,6 @@
 """A streaming response that never waits on a stuck client for long.
 
-`TimedStreamingResponse` is Starlette's `StreamingResponse` with two changes:
+`TimedStreamingResponse` is Starlette's `StreamingResponse` with three changes:
 
 - every `send` to the client is bounded by `send_timeout_s` (one timer per response,
   `_SendWatch`, re-armed lazily: a send that returns before the timer fires costs no timer of
@@ -9,6 +9,8 @@
   SSE generator can record the outcome, and its `finally` cancels the upstream stream and
   releases the local slot), and the connection is aborted (its unsent bytes discarded),
   through the `router.connection` scope extension that the server's protocol class provides;
+- the client's disconnect is watched (ASGI < 2.4) by one plain task instead of Starlette's
+  anyio task group, which cost a cancel scope and its delivery loop per stream;
 - the body iterator is always started before anything is sent and always closed at the end,
   so its `finally` runs at once however the response ends (stall, disconnect, cancellation),
   not whenever the garbage collector gets to a suspended generator.
@@ -34,6 +36,7 @@ __all__ = ["CLIENT_CLOSED_STATUS", "CONNECTION_EXTENSION", "ClientStalled", "Str
 log = logging.getLogger("router.api")
 
 CONNECTION_EXTENSION = "router.connection"  # scope["extensions"][...] = {"abort": callable}
+_OLD_SPECS = frozenset({"2.0", "2.1", "2.2", "2.3"})  # no disconnect as an OSError from send
 
 
 class ClientStalled(Exception):
@@ -105,7 +108,38 @@ class TimedStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ext: Any = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION) or {}
         self._abort = ext.get("abort")
-        await super().__call__(scope, receive, send)
+        spec = str((scope.get("asgi") or {}).get("spec_version", "2.0"))
+        if scope["type"] != "http" or self.background is not None or spec not in _OLD_SPECS:
+            await super().__call__(scope, receive, send)
+            return
+        await self._call_watching_disconnect(receive, send)
+
+    async def _call_watching_disconnect(self, receive: Receive, send: Send) -> None:
+        """Starlette's disconnect watch for ASGI < 2.4 (uvicorn's httptools speaks 2.3)
+        without its anyio task group: one listener task that cancels this one when the client
+        disconnects; that cancellation ends the response quietly, any other propagates."""
+        task = asyncio.current_task()
+        assert task is not None
+        gone: list[int] = []  # the task's cancel requests before the listener's, once it fired
+
+        async def listen() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.append(task.cancelling())
+            task.cancel()
+
+        listener = asyncio.get_running_loop().create_task(listen())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not gone or task.uncancel() > gone[0]:
+                raise
+        finally:
+            if listener.done():
+                if not listener.cancelled():
+                    listener.exception()  # retrieved: a receive that broke ends nothing here
+            else:
+                listener.cancel()
 
     async def _send(self, send: Send, message: Message) -> None:
         watch = self._watch

@@ -88,3 +88,49 @@ async def test_another_cancellation_stays_a_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not resp.stalled and not aborted and body.closed
+
+
+def old_scope() -> dict[str, Any]:
+    return {"type": "http", "asgi": {"spec_version": "2.3"}}
+
+
+async def test_asgi_2_3_a_disconnect_ends_the_response_quietly() -> None:
+    gone = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+    closed: list[bool] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"x"
+                if len(sent) == 5:
+                    gone.set()
+                await asyncio.sleep(0)
+        finally:
+            closed.append(True)
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    resp = TimedStreamingResponse(endless(), send_timeout_s=30.0)
+    await resp(old_scope(), receive, send)  # returns: no CancelledError escapes
+    assert closed == [True] and sent[0]["type"] == "http.response.start"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_asgi_2_3_a_finished_stream_stops_its_listener() -> None:
+    body = Body(3)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await TimedStreamingResponse(body.gen(), send_timeout_s=30.0)(old_scope(), receive, send)
+    assert [m.get("body") for m in sent[1:]] == [b"chunk0", b"chunk1", b"chunk2", b""]
+    await asyncio.sleep(0)  # one loop turn: the cancelled listener finishes
+    assert len(asyncio.all_tasks()) == 1  # the listener went with the response
