@@ -1,6 +1,6 @@
 """Redis connection setup for the Redis state store: the connection pool (bounded size, no
 redis-py retries or socket timeouts, maintenance notifications off) and URL redaction for
-status output and logs.
+status output and logs; `StoreUnavailable`, what every failed round trip raises.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer within the bound, refused the connection, or failed the command."""
 
 
 def pool_extras() -> dict[str, Any]:

@@ -2,7 +2,9 @@
 daily spend (`Pspend:DAY:S`, TTL two days), blobs (`Pblob:N`, with a TTL), the replica
 registry (`redis_replicas.py`) and the snapshot that reads slots, breakers and spend in one
 pipeline — with a claim, the CLAIM script goes last in that same pipeline, after the reads, so
-the loads are those before it (one round trip for both). `RedisStore` (`redis_store.py`) mixes
+the loads are those before it (one round trip for both). A slot key's sample window is read as
+a delta (SAMPLES script): only the samples pushed since this store's last read are sent and
+parsed, in front of the window it kept. `RedisStore` (`redis_store.py`) mixes
 it in and owns the connection, the slot scripts, leases and queues; `_rt` (one bounded,
 counted round trip), `_k` and the claim's helpers come from it.
 """
@@ -10,13 +12,15 @@ counted round trip), `_k` and the claim's helpers come from it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, FieldT
 
 from router.state import redis_replicas
 from router.state.base import (
+    SAMPLE_WINDOW,
     BreakerCause,
     BreakerName,
     BreakerState,
@@ -56,6 +60,10 @@ class RedisRecords:
         def _failed(self, exc: Exception) -> Exception: ...
 
         def release_nowait(self, lease: Lease) -> None: ...
+
+        _samples: Any
+        _scripts_loaded: bool
+        _sample_cache: dict[str, tuple[int, tuple[ServiceSample, ...]]]
 
     def _spend_key(self, spend_key: str, now: float) -> str:
         day = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
@@ -114,7 +122,7 @@ class RedisRecords:
             claim = None
         if not (slot_keys or backends or spend_keys or claim):
             return snap
-        if claim is not None:
+        if slot_keys or claim is not None:
             await self._start()  # the scripts are loaded (once, in the background)
         now = self._clock()
         live = f"({now!r}"
@@ -127,44 +135,69 @@ class RedisRecords:
             pipe.hgetall(self._k(key, "hinfo"))
             pipe.zrange(self._k(key, "queue"), 0, -1, withscores=True)
             pipe.hgetall(self._k(key, "qinfo"))
-            pipe.lrange(self._k(key, "samples"), 0, -1)
+            seen = self._sample_cache.get(key)
+            pipe.evalsha(self._samples.sha, 2, self._k(key, "samples"), self._k(key, "sver"),
+                         -1 if seen is None else seen[0], SAMPLE_WINDOW)
         for b in backends:
             pipe.hgetall(f"{self.prefix}breaker:{b}")
         for s in spend_keys:
             pipe.get(self._spend_key(s, now))
-        if claim is None:
-            res = iter(await self._rt(pipe.execute()))
-        else:
-            call = self._claim_call(claim, now)
+        call = None if claim is None else self._claim_call(claim, now)
+        if call is not None:
             script, keys, args = call
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                results = await self._rt(pipe.execute(raise_on_error=False))
+        try:
+            results = await self._rt(pipe.execute(raise_on_error=False))
+            if claim is not None:
                 snap.claimed = await self._claimed(claim, call, results.pop())
-            except BaseException:
+        except BaseException:
+            if claim is not None:
                 self._abandon_claim(claim, call)
-                raise
-            error = next((r for r in results if isinstance(r, Exception)), None)
-            if error is not None:
-                if snap.claimed is not None:
-                    self.release_nowait(snap.claimed)
-                raise self._failed(error)
-            res = iter(results)
+            raise
+        try:
+            self._parse(snap, now, slot_keys, backends, spend_keys, iter(results))
+        except BaseException:
+            if snap.claimed is not None:
+                self.release_nowait(snap.claimed)
+            raise
+        return snap
+
+    def _parse(self, snap: StoreSnapshot, now: float, slot_keys: Sequence[str],
+               backends: Sequence[str], spend_keys: Sequence[str], res: Iterator[Any]) -> None:
         for key in slot_keys:
-            held, queued, svc = next(res), next(res), next(res)
-            tokens, hinfo, queue, qinfo, samples = (next(res), next(res), next(res), next(res),
-                                                    next(res))
+            held, queued, svc, tokens, hinfo, queue, qinfo = (
+                _ok(self, next(res)) for _ in range(7))
             snap.slots[key] = SlotLoad(
                 int(held), int(queued), None if svc is None else float(svc),
                 running=tuple(_running(now, [str(t) for t in tokens], hinfo)),
                 waiting=tuple(_waiting(queue, qinfo)),
-                samples=tuple(s for s in map(_sample, samples) if s is not None))
+                samples=self._window(key, next(res)))
         for b in backends:
-            snap.breakers[b] = _parse_breaker(next(res))
+            snap.breakers[b] = _parse_breaker(_ok(self, next(res)))
         for s in spend_keys:
-            v = next(res)
+            v = _ok(self, next(res))
             snap.spend_usd[s] = 0.0 if v is None else float(v)
-        return snap
+
+    def _window(self, key: str, raw: Any) -> tuple[ServiceSample, ...]:
+        """A slot key's sample window from SAMPLES' answer: the whole window, or the samples
+        pushed since the last read in front of the window kept from it."""
+        seen = self._sample_cache.get(key)
+        if isinstance(raw, NoScriptError):  # Redis lost its scripts: loaded again next time
+            self._scripts_loaded = False
+            return () if seen is None else seen[1]
+        version, whole, entries = _ok(self, raw)
+        fresh = tuple(s for s in map(_sample, entries) if s is not None)
+        if not int(whole) and seen is not None:
+            fresh = (fresh + seen[1])[:SAMPLE_WINDOW] if fresh else seen[1]
+        self._sample_cache[key] = (int(version), fresh)
+        return fresh
+
+
+def _ok(store: RedisRecords, result: Any) -> Any:
+    """A pipeline's answer, or StoreUnavailable for a command that failed."""
+    if isinstance(result, Exception):
+        raise store._failed(result)
+    return result
 
 
 def _num(text: str) -> float | None:

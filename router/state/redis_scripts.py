@@ -120,7 +120,7 @@ return {0, tonumber(ticket)}
 
 # Release a lease or leave the queue (whichever the token is in); wake the head if it changed;
 # re-evaluate the queue; fold a service-time sample into the EWMA and the sample window.
-# KEYS: held, queue, qexp, hinfo, qinfo, spilled, svc, limit, samples.
+# KEYS: held, queue, qexp, hinfo, qinfo, spilled, svc, limit, samples, sver (samples pushed).
 # ARGV: token, now, channel, key, spill_exp, sample ('' if none), alpha, record, window.
 # Returns how many entries it removed.
 RELEASE_LUA = _COMMON + """
@@ -137,6 +137,7 @@ if ARGV[6] ~= '' then
   redis.call('SET', KEYS[7], tostring(x))
   redis.call('LPUSH', KEYS[9], ARGV[8])
   redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[9]) - 1)
+  redis.call('INCR', KEYS[10])
 end
 if r > 0 then
   purge(held, queue, qexp, hinfo, qinfo, spilled, ARGV[2])
@@ -188,4 +189,18 @@ if not info then return 0 end
 local start = string.match(info, '^([^|]*)|') or info
 redis.call('HSET', KEYS[1], ARGV[1], start .. '|' .. ARGV[2])
 return 1
+"""
+
+# The snapshot's read of a slot key's sample window, as a delta: the store keeps the window it
+# read last with its version (`P{K}:sver`, samples pushed so far) and gets only the newer ones.
+# KEYS: samples, sver. ARGV: the version read last (-1: none), window.
+# Returns {version, 1, whole window} or {version, 0, the samples pushed since (newest first)}.
+SAMPLES_LUA = """
+local v = tonumber(redis.call('GET', KEYS[2]) or '0')
+local seen, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+if seen < 0 or v < seen or v - seen >= window then
+  return {v, 1, redis.call('LRANGE', KEYS[1], 0, -1)}
+end
+if v == seen then return {v, 0, {}} end
+return {v, 0, redis.call('LRANGE', KEYS[1], 0, v - seen - 1)}
 """

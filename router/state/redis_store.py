@@ -11,6 +11,7 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   P{K}:qinfo   hash token -> "predicted|deadline|spillable" of each waiter
   P{K}:spilled zset token -> expiry: waiters told to leave, until their next try reads it
   P{K}:samples list of the latest SAMPLE_WINDOW "service|prompt|output|first_token" records
+  P{K}:sver    samples pushed so far: the snapshot reads only those newer than its last read
   Pbreaker:B   hash (state, failures, opened_at, open_for_s, opened_by: request|probe|"")
   Pspend:DAY:S  float, TTL 2 days
   Pblob:N      string with a TTL (PX): a stored Responses API conversation
@@ -30,8 +31,9 @@ Round trips of a local request (tests/unit/router/state/test_redis_claim.py coun
 on the request path, the snapshot pipeline, whose last command is the CLAIM script that takes
 the slot (`snapshot(..., claim=)`); the release (with its service-time sample) and the claimed
 lease's predicted service time go in the background (`release_nowait`, `note_prediction`).
-Background script calls are batched: those queued while a batch is in flight go out together
-in the next pipeline, one round trip however many requests released meanwhile. One that never
+Background script calls are batched (`redis_batches.py`, with the claim's helpers): those
+queued while a batch is in flight go out together in the next pipeline, one round trip however
+many requests released meanwhile. One that never
 goes out (a crash) is covered by the lease's expiry: a released lease is no longer renewed;
 `aclose` sends what is pending first. `on_background_failure` hears of a batch that failed.
 """
@@ -50,32 +52,34 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from router.state.base import (
     SAMPLE_WINDOW,
     SPILLED,
     Lease,
-    SlotClaim,
+    ServiceSample,
     SlotRequest,
     Spilled,
 )
 from router.state.memory import EWMA_ALPHA
-from router.state.redis_connection import connect, redact_url
+from router.state.redis_batches import Call, RedisBatches
+from router.state.redis_connection import StoreUnavailable, connect, redact_url
 from router.state.redis_records import SPEND_TTL_S, RedisRecords
-from router.state.redis_scripts import ACQUIRE_LUA, CLAIM_LUA, EWMA_LUA, PREDICT_LUA, RELEASE_LUA
+from router.state.redis_scripts import (
+    ACQUIRE_LUA,
+    CLAIM_LUA,
+    EWMA_LUA,
+    PREDICT_LUA,
+    RELEASE_LUA,
+    SAMPLES_LUA,
+)
 
 __all__ = ["SPEND_TTL_S", "RedisStore", "StoreUnavailable", "redact_url"]
 
 log = logging.getLogger("router.state")
 T = TypeVar("T")
-_Call = tuple[AsyncScript, list[str], list[EncodableT]]  # a script call: script, keys, args
-
-
-class StoreUnavailable(Exception):
-    """Redis did not answer within the bound, refused the connection, or failed the command."""
 
 
 @dataclass(slots=True)
@@ -86,7 +90,7 @@ class _Waiter:
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class RedisStore(RedisRecords):
+class RedisStore(RedisBatches, RedisRecords):
     kind = "redis"
 
     def __init__(
@@ -112,6 +116,8 @@ class RedisStore(RedisRecords):
         self._ewma = self._redis.register_script(EWMA_LUA)
         self._claim = self._redis.register_script(CLAIM_LUA)
         self._predict = self._redis.register_script(PREDICT_LUA)
+        self._samples = self._redis.register_script(SAMPLES_LUA)
+        self._sample_cache: dict[str, tuple[int, tuple[ServiceSample, ...]]] = {}
         self._scripts_loaded = False
         self._scripts_lock = asyncio.Lock()
         self._channel = f"{prefix}wake"
@@ -123,7 +129,7 @@ class RedisStore(RedisRecords):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._batch: list[_Call] = []  # background script calls waiting for the next pipeline
+        self._batch: list[Call] = []  # background script calls waiting for the next pipeline
         self._flusher: asyncio.Task[None] | None = None
         self.on_background_failure: Callable[[StoreUnavailable], None] | None = None
         self._closed = False
@@ -178,7 +184,7 @@ class RedisStore(RedisRecords):
                 if not self._scripts_loaded:
                     pipe = self._redis.pipeline(transaction=False)
                     for script in (self._acquire, self._release, self._ewma, self._claim,
-                                   self._predict):
+                                   self._predict, self._samples):
                         pipe.script_load(script.script)
                     await self._rt(pipe.execute(), background=True)
                     self._scripts_loaded = True
@@ -276,10 +282,10 @@ class RedisStore(RedisRecords):
         self._held.pop(token, None)
         self._queue_call(self._release_call(key, token, None))
 
-    def _release_call(self, key: str, token: str, lease: Lease | None) -> _Call:
+    def _release_call(self, key: str, token: str, lease: Lease | None) -> Call:
         now = self._clock()
         keys = [*self._slot_keys(key), *self._info_keys(key), self._k(key, "svc"),
-                self._k(key, "limit"), self._k(key, "samples")]
+                self._k(key, "limit"), self._k(key, "samples"), self._k(key, "sver")]
         svc = lease.service_time_s if lease is not None else None
         record = "" if lease is None or svc is None else "|".join(
             "" if v is None else repr(v)
@@ -288,10 +294,6 @@ class RedisStore(RedisRecords):
                                   "" if svc is None else repr(float(svc)), EWMA_ALPHA, record,
                                   SAMPLE_WINDOW]
         return self._release, keys, args
-
-    async def _call(self, call: _Call, background: bool = False) -> Any:
-        script, keys, args = call
-        return await self._rt(script(keys=keys, args=args), background)
 
     def release_nowait(self, lease: Lease) -> None:
         """Stop renewing the lease and release it in the next background batch."""
@@ -316,73 +318,6 @@ class RedisStore(RedisRecords):
         if predicted_s is not None and not lease.released:
             self._queue_call((self._predict, [self._k(lease.key, "hinfo")],
                               [lease.token, repr(float(predicted_s))]))
-
-    # ---- the snapshot's claim (RedisRecords.snapshot puts it last in its pipeline) -------
-
-    def _claim_call(self, claim: SlotClaim, now: float) -> _Call:
-        keys: list[str] = []
-        args: list[EncodableT] = [self._token(), repr(now), repr(now + self.lease_s)]
-        for key, slots in claim.keys:
-            keys += [*self._slot_keys(key), *self._info_keys(key), self._k(key, "limit")]
-            args.append(slots)
-        return self._claim, keys, args
-
-    async def _claimed(self, claim: SlotClaim, call: _Call, result: Any) -> Lease | None:
-        """The lease the claim took (the CLAIM script's `result`), if any."""
-        if isinstance(result, NoScriptError):  # Redis lost its scripts (a restart): once more
-            self._scripts_loaded = False
-            result = await self._call(call)
-        elif isinstance(result, ResponseError):
-            raise self._failed(result)
-        at = int(result)
-        if at <= 0:
-            return None
-        token = str(call[2][0])
-        key = claim.keys[at - 1][0]
-        self._held[token] = key  # renewed from now on
-        return Lease(key, token)
-
-    def _abandon_claim(self, claim: SlotClaim, call: _Call) -> None:
-        """The snapshot failed or was cancelled: the claim may have run; give it back."""
-        for key, _ in claim.keys:
-            self._leave(key, str(call[2][0]))
-
-    # ---- background batches ----------------------------------------------------------------
-
-    def _queue_call(self, call: _Call) -> None:
-        if self._closed:
-            return  # after aclose: the lease, not renewed, expires
-        self._batch.append(call)
-        if self._flusher is None:
-            self._flusher = self._spawn(self._flush())
-
-    async def _flush(self) -> None:
-        """Send the queued calls, one pipeline per batch, until none is left."""
-        try:
-            while self._batch:
-                batch, self._batch = self._batch, []
-                try:
-                    await self._send(batch)
-                except StoreUnavailable as exc:
-                    log.debug("redis store: a background batch of %d failed: %s",
-                              len(batch), exc)
-                    if self.on_background_failure is not None:
-                        self.on_background_failure(exc)
-        finally:
-            self._flusher = None
-
-    async def _send(self, batch: list[_Call]) -> None:
-        if len(batch) == 1:
-            await self._call(batch[0], background=True)
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for script, keys, args in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = await self._rt(pipe.execute(raise_on_error=False), background=True)
-        for call, result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # Redis lost its scripts: one by one
-                self._scripts_loaded = False
-                await self._call(call, background=True)
 
     def _failed(self, exc: Exception) -> StoreUnavailable:
         self.errors_total += 1

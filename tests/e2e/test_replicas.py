@@ -227,43 +227,36 @@ def test_redis_round_trips_per_request(
     ollama = sims(OllamaSimConfig(parallel=SIM_PARALLEL, token_delay_s=0.0))
     (proc,) = replicas(replica_policy(ollama.url), 1, store_env(prefix))
     n = 10
-    calls = 0  # status calls made: each adds its own snapshot round trip to the counter
 
     def read() -> tuple[int, int]:
-        nonlocal calls
-        calls += 1
         store = status(proc)["store"]
         return int(store["round_trips"]), int(store["background_round_trips"])
 
-    def settled() -> tuple[int, int, int]:
-        """(round_trips, background ones, status calls so far) once nothing but status
-        calls moves the request-path count."""
-        last = read()
-        for _ in range(50):
-            now = read()
-            if now[0] - last[0] == 1:
-                return now[0], now[1], calls
-            last = now
-            time.sleep(0.02)
-        pytest.fail("round_trips did not settle")
+    def status_cost() -> int:
+        """What one status call adds to the request-path count (its own snapshot)."""
+        first, second = read()[0], read()[0]
+        return second - first
 
     chat(proc.url)  # the first request also loads the scripts (background round trips)
-    per: dict[str, float] = {}
+    own = status_cost()
+    per: dict[str, list[int]] = {}
     background: dict[str, int] = {}
     for stream in (False, True):
         kind = "stream" if stream else "non-stream"
-        before, bg_before, calls_before = settled()
+        start = last = read()
         for i in range(n):
             out = chat(proc.url, stream=stream, text=f"count {i}")
             assert out.status == 200 and out.backend == "local" and out.complete, out
-        after, bg_after, calls_after = settled()
-        per[kind] = (after - before - (calls_after - calls_before)) / n
-        background[kind] = bg_after - bg_before
-    print(f"\nRedis round trips per local request: {per}; background, for {n} requests "
-          f"(releases, predictions, heartbeats, renewals): {background}")
-    for kind, value in per.items():
-        # Exactly one: the snapshot pipeline that also claims the slot. A second round trip
-        # on the request path (an awaited release, a separate acquire) fails this.
-        assert value == 1, (kind, value)
+            now = read()
+            per.setdefault(kind, []).append(now[0] - last[0] - own)
+            last = now
+        background[kind] = last[1] - start[1]
+    print(f"\nRedis round trips on each local request's path: {per}; background, for {n} "
+          f"requests (releases, predictions, heartbeats, renewals): {background}")
+    for kind, counts in per.items():
+        # One: the snapshot pipeline that also claims the slot. A second round trip on the
+        # request path (an awaited release, a separate acquire) makes every count 2. (A rare
+        # extra one from the side, a probe moving a breaker on a loaded machine, is let by.)
+        assert sorted(counts)[n // 2] == 1 and min(counts) == 1, (kind, counts)
         assert background[kind] >= n, (kind, background)  # the releases went out
     assert_idle([proc], rdb, prefix)  # every slot came back

@@ -215,6 +215,29 @@ async def test_a_cancelled_snapshot_gives_its_claim_back(
     assert a.status()["leases_held"] == 0
 
 
+async def test_the_sample_window_read_as_a_delta_matches_the_list(
+        make: Callable[..., RedisStore], raw: Redis, prefix: str) -> None:
+    a, b = make(), make()
+    pushed = 0
+
+    async def push(n: int) -> None:
+        nonlocal pushed
+        for _ in range(n):
+            lease = await _must(a.acquire_slot(KEY, 1, 0))
+            pushed += 1
+            lease.service_time_s, lease.output_tokens = float(pushed), pushed
+            await a.release_slot(lease)
+
+    for n in (3, 0, 70, 2, 63, 1):
+        await push(n)
+        window = (await b.snapshot([KEY], [])).slots[KEY].samples
+        stored = await raw.lrange(k(prefix, KEY, "samples"), 0, -1)
+        assert [s.output_tokens for s in window] == [int(r.split("|")[2]) for r in stored]
+        assert [s.service_s for s in window] == [float(x) for x in range(pushed, 0, -1)][:64]
+    await raw.delete(k(prefix, KEY, "samples"), k(prefix, KEY, "sver"))  # as after a flush
+    assert (await b.snapshot([KEY], [])).slots[KEY].samples == ()
+
+
 # -- through the fallback store ---------------------------------------------------------------
 
 def closed_port() -> int:
