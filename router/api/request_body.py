@@ -225,13 +225,27 @@ def _find_duplicate(text: str) -> tuple[str, str]:
     return "", ""
 
 
+# One decoder per thread (json.loads with hooks builds a new one per call; large bodies are
+# parsed in worker threads, and a decoder's scanner keeps a key memo while it runs).
+_DECODERS = threading.local()
+
+
+def _decoder() -> json.JSONDecoder:
+    dec: json.JSONDecoder | None = getattr(_DECODERS, "decoder", None)
+    if dec is None:
+        dec = _DECODERS.decoder = json.JSONDecoder(
+            object_pairs_hook=_pairs_hook, parse_constant=_no_constant, parse_int=_bounded_int)
+    return dec
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object.")
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_no_constant,
-                          parse_int=_bounded_int)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        data = _decoder().decode(text)
     except _DuplicateFound:
         try:
             key, where = _find_duplicate(text)
