@@ -11,7 +11,7 @@ Everything it knows arrives in a `SlotLoad` from the store's snapshot: the reque
   `prompt / prefill + min(output, max_tokens) / decode`; else the recent service times; else the
   moving estimate; else `DEFAULT_SERVICE_TIME_S`. Its prediction is the mean of the draws
   (`predict_service`: O(log window) from the window's sorted outputs and rates, computed
-  once per samples tuple: the memory store hands out the same tuple until a sample arrives);
+  once per window of samples: until a sample arrives the snapshots carry an equal window);
 - the wait: `DRAWS` Monte Carlo draws with a fixed seed (deterministic). Each request in service
   or queued ahead takes its prediction times a draw from the shape of the recent service times
   (sample / mean; in service: only draws beyond its elapsed time, the rest of it); the slots
@@ -87,15 +87,17 @@ class _Outputs:
     prefix: tuple[int, ...]  # prefix[k] = sum(outs[:k])
 
 
-# The last window's `_Outputs`, kept while the store hands out the same samples tuple (the
-# memory store rebuilds it only when a sample arrives): (samples, cfg, outputs).
+# The last window's `_Outputs`, kept while the store hands out the same samples (the same
+# tuple, or an equal one: a tuple compares its items by identity first): (samples, cfg,
+# outputs).
 _last: tuple[tuple[ServiceSample, ...], AdmissionConfig, _Outputs | None] | None = None
 
 
 def _outputs(load: SlotLoad, cfg: AdmissionConfig) -> _Outputs | None:
     global _last
     hit = _last
-    if hit is not None and hit[0] is load.samples and hit[1] is cfg:
+    if hit is not None and hit[1] is cfg and (hit[0] is load.samples
+                                              or hit[0] == load.samples):
         return hit[2]
     window = load.samples[:cfg.sample_window]
     outs = sorted(s.output_tokens for s in window if s.output_tokens is not None)
