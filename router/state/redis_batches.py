@@ -8,8 +8,9 @@ claim back (`_abandon_claim`: it may have run).
 
 Background batches: releases after the response and predictions are queued (`_queue_call`)
 and sent by one task, one pipeline per batch: every call queued while a batch is in flight goes
-in the next one, so a burst of releases costs one round trip. A batch that fails is reported
-to `on_background_failure` and dropped: its leases, no longer renewed, expire within `lease_s`.
+in the next one, so a burst of releases costs one round trip. A batch that fails is sent once
+more (releases and predictions are idempotent; a sample may count twice), then reported to
+`on_background_failure` and dropped: its leases, no longer renewed, expire within `lease_s`.
 """
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ class RedisBatches:
             while self._batch:
                 batch, self._batch = self._batch, []
                 try:
-                    await self._send(batch)
+                    try:
+                        await self._send(batch)
+                    except StoreUnavailable:
+                        # Once more (a slow moment): the scripts are idempotent, at worst a
+                        # sample counts twice; a lost release would hold its slot until expiry.
+                        await self._send(batch)
                 except StoreUnavailable as exc:
                     log.debug("redis store: a background batch of %d failed: %s",
                               len(batch), exc)
