@@ -14,7 +14,8 @@ rendered to strings only at the edge). A backend is planned as local when its co
    the predicted wait distribution) is within the bound come first (shortest wait first,
    across several hosts); a standard request that would queue behind
    `admission.max_waiting_ahead` waiters (default 1: it waits only as the next in line) has
-   a bound of 0 there (`queue_wait_<est>ms>0ms` when its estimate fits the bound); then
+   a bound of 0 there (`queue_wait_<est>ms>0ms` when its estimate fits the bound), unless
+   their predicted service drains within `admission.drain_share` (0.1) of its bound; then
    cloud targets (forwarded models included, for standard requests) in policy order; then,
    for standard requests only, local candidates that are cold or over the wait bound (last
    resort).
@@ -142,10 +143,17 @@ def estimated_wait(load: SlotLoad, slots: int, cfg: AdmissionConfig | None = Non
 _DEFAULT_ADMISSION = AdmissionConfig()
 
 
-def _queue_full(load: SlotLoad, adm: AdmissionConfig) -> bool:
-    """Whether a standard request would queue behind `admission.max_waiting_ahead` waiters."""
+def _queue_full(load: SlotLoad, slots: int, bound: float, adm: AdmissionConfig) -> bool:
+    """Whether a standard request would queue behind `admission.max_waiting_ahead` waiters
+    that the slots do not drain, at their predicted service times, within
+    `admission.drain_share` of its bound."""
     limit = adm.max_waiting_ahead
-    return limit is not None and max(load.queued, len(load.waiting)) >= limit
+    ahead = max(load.queued, len(load.waiting))
+    if limit is None or ahead < limit:
+        return False
+    default = load.service_time_s or DEFAULT_SERVICE_TIME_S
+    drain = sum(p or default for _, p in load.waiting) + default * (ahead - len(load.waiting))
+    return drain / max(slots, 1) > adm.drain_share * bound
 
 
 @dataclass(slots=True)
@@ -243,7 +251,7 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
             load = state.slots.get(slot_key(name, model_id)) or SlotLoad()
             wait = estimated_wait(load, cap.slots, adm, private)
             # A standard request behind `max_waiting_ahead` waiters has no bound to wait in.
-            limit = bound if private or not _queue_full(load, adm) else 0.0
+            limit = bound if private or not _queue_full(load, cap.slots, bound, adm) else 0.0
             local = functools.partial(
                 Candidate, name, model_id, True, est_wait_s=wait, slots=cap.slots,
                 context_window=fit.window,

@@ -108,8 +108,10 @@ class AdmissionConfig(_Strict):
 
     wait_quantile: float = Field(default=0.8, gt=0, lt=1)  # admit when this quantile fits
     # A standard request queues locally only behind fewer than this many waiters (None: any
-    # number); with more it goes to the next candidate at once, as if over its bound.
-    max_waiting_ahead: int | None = Field(default=1, ge=0)
+    # number), or behind waiters whose predicted service drains within `drain_share` of its
+    # bound (long bounds keep deep queues); else it goes to the next candidate at once.
+    max_waiting_ahead: int | None = Field(default=1, ge=1)
+    drain_share: float = Field(default=0.1, ge=0, le=1)
     private_first: bool = True  # private waiters ahead of standard ones
     early_spill: bool = True  # a standard waiter leaves once it cannot make its bound
     prefill_tps_default: float = Field(default=1000.0, gt=0)  # until measured per backend

@@ -15,7 +15,7 @@ from router.planner import (
     estimated_wait,
     plan,
 )
-from router.policy.loader import parse_policy
+from router.policy.loader import PolicyError, parse_policy
 from router.reasons import Reason, ReasonCode
 from router.state.base import SlotLoad, slot_key
 
@@ -285,7 +285,7 @@ def test_standard_request_queues_only_behind_fewer_than_max_waiting_ahead() -> N
     # Both slots busy, 0.5 s left each: a 0.5 s wait fits the 1 s bound when nobody waits.
     running = ((0.0, 0.5), (0.0, 0.5))
     alone = SlotLoad(2, 0, 0.5, running=running)
-    behind_one = SlotLoad(2, 1, 0.5, running=running, waiting=((0, 0.1),))
+    behind_one = SlotLoad(2, 1, 0.5, running=running, waiting=((0, 0.5),))
     assert plan(facts(), make_policy(), state(load=alone)).reason.render() == "local"
     p = plan(facts(), make_policy(), state(load=behind_one))
     assert p.candidates[0].backend == "bedrock"
@@ -293,8 +293,16 @@ def test_standard_request_queues_only_behind_fewer_than_max_waiting_ahead() -> N
     assert p.candidates[-1].local and p.candidates[-1].max_wait_s == 1.0  # last resort
     two = make_policy(admission={"max_waiting_ahead": 2})
     assert plan(facts(), two, state(load=behind_one)).reason.render() == "local"
-    never = make_policy(admission={"max_waiting_ahead": 0})
-    assert plan(facts(), never, state(load=alone)).candidates[0].backend == "bedrock"
+    with pytest.raises(PolicyError):  # a bound of 0 is how to never queue
+        make_policy(admission={"max_waiting_ahead": 0})
     # Private requests are not limited by it.
     private = plan(facts(privacy="private"), make_policy(), state(load=behind_one))
     assert private.candidates[0].local
+    # Waiters that drain within a tenth of the bound do not count: a short one here, four
+    # ordinary ones under a 30 s bound (0.25 s / 2 slots > 0.1 s; 4 x 0.5 / 2 = 1 <= 3 s).
+    short = SlotLoad(2, 1, 0.5, running=running, waiting=((1, 0.1),))
+    assert plan(facts(), make_policy(), state(load=short)).reason.render() == "local"
+    four = SlotLoad(2, 4, 0.5, running=running, waiting=((1, 0.5),) * 4)
+    assert plan(facts(), make_policy(), state(load=four)).candidates[0].backend == "bedrock"
+    assert plan(facts(key_max_queue_wait_s=30.0), make_policy(),
+                state(load=four)).reason.render() == "local"
