@@ -2,10 +2,11 @@
 daily spend (`Pspend:DAY:S`, TTL two days), blobs (`Pblob:N`, with a TTL), the replica
 registry (`redis_replicas.py`) and the snapshot that reads slots, breakers and spend in one
 pipeline — with a claim, the CLAIM script goes last in that same pipeline, after the reads, so
-the loads are those before it (one round trip for both). A slot key's sample window is read as
-a delta (SAMPLES script): only the samples pushed since this store's last read are sent and
-parsed, in front of the window it kept. `RedisStore` (`redis_store.py`) mixes
-it in and owns the connection, the slot scripts, leases and queues; `_rt` (one bounded,
+the loads are those before it (one round trip for both). Each slot key is one SLOT_SNAPSHOT
+script whose answer is a few joined strings (parsing a RESP item per lease, waiter and sample
+was most of the snapshot's CPU), its sample window read as a delta: only the samples pushed
+since this store's last read, in front of the window it kept. `RedisStore` (`redis_store.py`)
+mixes it in and owns the connection, the slot scripts, leases and queues; `_rt` (one bounded,
 counted round trip), `_k` and the claim's helpers come from it.
 """
 
@@ -34,6 +35,7 @@ from router.state.base import (
 from router.state.redis_scripts import PRIORITY_STRIDE
 
 T = TypeVar("T")
+_SLOT_PARTS = ("held", "qexp", "svc", "hinfo", "queue", "qinfo", "samples", "sver")
 SPEND_TTL_S = 2 * 86400
 _BREAKER_NAMES: dict[str, BreakerName] = {n: n for n in ("closed", "open", "half_open")}
 _BREAKER_CAUSES: dict[str, BreakerCause] = {n: n for n in ("request", "probe")}
@@ -61,7 +63,9 @@ class RedisRecords:
 
         def release_nowait(self, lease: Lease) -> None: ...
 
-        _samples: Any
+        async def _call(self, call: Any, background: bool = False) -> Any: ...
+
+        _slot_snapshot: Any
         _scripts_loaded: bool
         _sample_cache: dict[str, tuple[int, tuple[ServiceSample, ...]]]
 
@@ -125,19 +129,15 @@ class RedisRecords:
         if slot_keys or claim is not None:
             await self._start()  # the scripts are loaded (once, in the background)
         now = self._clock()
-        live = f"({now!r}"
         pipe = self._redis.pipeline(transaction=False)
+        reads = []
         for key in slot_keys:
-            pipe.zcount(self._k(key, "held"), live, "+inf")
-            pipe.zcount(self._k(key, "qexp"), live, "+inf")
-            pipe.get(self._k(key, "svc"))
-            pipe.zrangebyscore(self._k(key, "held"), live, "+inf")
-            pipe.hgetall(self._k(key, "hinfo"))
-            pipe.zrange(self._k(key, "queue"), 0, -1, withscores=True)
-            pipe.hgetall(self._k(key, "qinfo"))
             seen = self._sample_cache.get(key)
-            pipe.evalsha(self._samples.sha, 2, self._k(key, "samples"), self._k(key, "sver"),
-                         -1 if seen is None else seen[0], SAMPLE_WINDOW)
+            keys = [self._k(key, part) for part in _SLOT_PARTS]
+            args: list[EncodableT] = [repr(now), -1 if seen is None else seen[0],
+                                      SAMPLE_WINDOW]
+            reads.append((self._slot_snapshot, keys, args))
+            pipe.evalsha(self._slot_snapshot.sha, len(keys), *keys, *args)
         for b in backends:
             pipe.hgetall(f"{self.prefix}breaker:{b}")
         for s in spend_keys:
@@ -146,14 +146,7 @@ class RedisRecords:
         if call is not None:
             script, keys, args = call
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-        try:
-            results = await self._rt(pipe.execute(raise_on_error=False))
-            if claim is not None:
-                snap.claimed = await self._claimed(claim, call, results.pop())
-        except BaseException:
-            if claim is not None:
-                self._abandon_claim(claim, call)
-            raise
+        results, snap.claimed = await self._send_snapshot(pipe, reads, claim, call)
         try:
             self._parse(snap, now, slot_keys, backends, spend_keys, iter(results))
         except BaseException:
@@ -162,34 +155,47 @@ class RedisRecords:
             raise
         return snap
 
+    async def _send_snapshot(self, pipe: Any, reads: list[Any], claim: SlotClaim | None,
+                             call: Any) -> tuple[list[Any], Lease | None]:
+        """The snapshot's one round trip: the answers of the reads, and the claimed lease."""
+        try:
+            results: list[Any] = await self._rt(pipe.execute(raise_on_error=False))
+            for i, read in enumerate(reads):  # before the claim's retry: loads before it
+                if isinstance(results[i], NoScriptError):  # Redis lost its scripts: again
+                    self._scripts_loaded = False
+                    results[i] = await self._call(read)
+            if claim is None:
+                return results, None
+            return results, await self._claimed(claim, call, results.pop())
+        except BaseException:
+            if claim is not None:
+                self._abandon_claim(claim, call)  # it may have run
+            raise
+
     def _parse(self, snap: StoreSnapshot, now: float, slot_keys: Sequence[str],
                backends: Sequence[str], spend_keys: Sequence[str], res: Iterator[Any]) -> None:
         for key in slot_keys:
-            held, queued, svc, tokens, hinfo, queue, qinfo = (
-                _ok(self, next(res)) for _ in range(7))
+            held, queued, svc, running, waiting, version, whole, entries = _ok(self, next(res))
             snap.slots[key] = SlotLoad(
-                int(held), int(queued), None if svc is None else float(svc),
-                running=tuple(_running(now, [str(t) for t in tokens], hinfo)),
-                waiting=tuple(_waiting(queue, qinfo)),
-                samples=self._window(key, next(res)))
+                int(held), int(queued), float(svc) if svc else None,
+                running=_running(now, running), waiting=_waiting(waiting),
+                samples=self._window(key, int(version), int(whole), entries))
         for b in backends:
             snap.breakers[b] = _parse_breaker(_ok(self, next(res)))
         for s in spend_keys:
             v = _ok(self, next(res))
             snap.spend_usd[s] = 0.0 if v is None else float(v)
 
-    def _window(self, key: str, raw: Any) -> tuple[ServiceSample, ...]:
-        """A slot key's sample window from SAMPLES' answer: the whole window, or the samples
-        pushed since the last read in front of the window kept from it."""
+    def _window(self, key: str, version: int, whole: int, entries: str
+                ) -> tuple[ServiceSample, ...]:
+        """A slot key's sample window: the whole window, or the samples pushed since the last
+        read in front of the window kept from it."""
         seen = self._sample_cache.get(key)
-        if isinstance(raw, NoScriptError):  # Redis lost its scripts: loaded again next time
-            self._scripts_loaded = False
-            return () if seen is None else seen[1]
-        version, whole, entries = _ok(self, raw)
-        fresh = tuple(s for s in map(_sample, entries) if s is not None)
-        if not int(whole) and seen is not None:
+        fresh = tuple(s for s in map(_sample, entries.split(";")) if s is not None) \
+            if entries else ()
+        if not whole and seen is not None:
             fresh = (fresh + seen[1])[:SAMPLE_WINDOW] if fresh else seen[1]
-        self._sample_cache[key] = (int(version), fresh)
+        self._sample_cache[key] = (version, fresh)
         return fresh
 
 
@@ -207,25 +213,23 @@ def _num(text: str) -> float | None:
         return None
 
 
-def _running(now: float, tokens: list[str], hinfo: Mapping[Any, Any]
-             ) -> list[tuple[float, float | None]]:
+def _running(now: float, joined: str) -> tuple[tuple[float, float | None], ...]:
+    """The live leases, "start|predicted" joined by ';' (a lease without its record: '')."""
     out = []
-    for t in tokens:
-        start, _, pred = str(hinfo.get(t, "")).partition("|")
+    for info in joined.split(";") if joined else ():
+        start, _, pred = info.partition("|")
         begun = _num(start)
         out.append((0.0 if begun is None else max(0.0, now - begun), _num(pred)))
-    return out
+    return tuple(out)
 
 
-def _waiting(queue: Sequence[tuple[Any, float]], qinfo: Mapping[Any, Any]
-             ) -> list[tuple[int, float | None]]:
+def _waiting(joined: str) -> tuple[tuple[int, float | None], ...]:
+    """The waiters in queue order, "score|predicted|deadline|spillable" joined by ';'."""
     out = []
-    for token, score in queue:
-        info = qinfo.get(token)
-        if info is None:
-            continue  # an entry that expired or left between the two reads
-        out.append((int(score // PRIORITY_STRIDE), _num(str(info).split("|")[0])))
-    return out
+    for entry in joined.split(";") if joined else ():
+        score, _, rest = entry.partition("|")
+        out.append((int(float(score) // PRIORITY_STRIDE), _num(rest.partition("|")[0])))
+    return tuple(out)
 
 
 def _sample(raw: Any) -> ServiceSample | None:

@@ -191,16 +191,34 @@ redis.call('HSET', KEYS[1], ARGV[1], start .. '|' .. ARGV[2])
 return 1
 """
 
-# The snapshot's read of a slot key's sample window, as a delta: the store keeps the window it
-# read last with its version (`P{K}:sver`, samples pushed so far) and gets only the newer ones.
-# KEYS: samples, sver. ARGV: the version read last (-1: none), window.
-# Returns {version, 1, whole window} or {version, 0, the samples pushed since (newest first)}.
-SAMPLES_LUA = """
-local v = tonumber(redis.call('GET', KEYS[2]) or '0')
-local seen, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-if seen < 0 or v < seen or v - seen >= window then
-  return {v, 1, redis.call('LRANGE', KEYS[1], 0, -1)}
+# The snapshot's read of one slot key, compact (one reply of a few strings, not a list per
+# lease, waiter and sample to parse): the live leases as "start|predicted" joined by ';', the
+# waiters as "score|predicted|deadline|spillable" joined by ';', and the sample window as a
+# delta: the store keeps the window it read last with its version (`P{K}:sver`, samples pushed
+# so far) and gets only the newer ones (the whole window after a reset or a window behind).
+# KEYS: held, qexp, svc, hinfo, queue, qinfo, samples, sver. ARGV: now, version read last (-1:
+# none), window. Returns {held, queued, svc or '', running, waiting, version, whole (1/0),
+# samples joined by ';', newest first}.
+SLOT_SNAPSHOT_LUA = """
+local live = '(' .. ARGV[1]
+local tokens = redis.call('ZRANGEBYSCORE', KEYS[1], live, '+inf')
+local running = {}
+for i, t in ipairs(tokens) do running[i] = redis.call('HGET', KEYS[4], t) or '' end
+local q = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
+local waiting = {}
+for i = 1, #q, 2 do
+  local info = redis.call('HGET', KEYS[6], q[i])
+  if info then waiting[#waiting + 1] = q[i + 1] .. '|' .. info end
 end
-if v == seen then return {v, 0, {}} end
-return {v, 0, redis.call('LRANGE', KEYS[1], 0, v - seen - 1)}
+local v = tonumber(redis.call('GET', KEYS[8]) or '0')
+local seen, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local whole, entries = 0, {}
+if seen < 0 or v < seen or v - seen >= window then
+  whole, entries = 1, redis.call('LRANGE', KEYS[7], 0, -1)
+elseif v > seen then
+  entries = redis.call('LRANGE', KEYS[7], 0, v - seen - 1)
+end
+return {#tokens, redis.call('ZCOUNT', KEYS[2], live, '+inf'), redis.call('GET', KEYS[3]) or '',
+        table.concat(running, ';'), table.concat(waiting, ';'), v, whole,
+        table.concat(entries, ';')}
 """

@@ -12,6 +12,7 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   P{K}:spilled zset token -> expiry: waiters told to leave, until their next try reads it
   P{K}:samples list of the latest SAMPLE_WINDOW "service|prompt|output|first_token" records
   P{K}:sver    samples pushed so far: the snapshot reads only those newer than its last read
+               (one SLOT_SNAPSHOT script per slot key, its answer a few joined strings)
   Pbreaker:B   hash (state, failures, opened_at, open_for_s, opened_by: request|probe|"")
   Pspend:DAY:S  float, TTL 2 days
   Pblob:N      string with a TTL (PX): a stored Responses API conversation
@@ -73,7 +74,7 @@ from router.state.redis_scripts import (
     EWMA_LUA,
     PREDICT_LUA,
     RELEASE_LUA,
-    SAMPLES_LUA,
+    SLOT_SNAPSHOT_LUA,
 )
 
 __all__ = ["SPEND_TTL_S", "RedisStore", "StoreUnavailable", "redact_url"]
@@ -116,7 +117,7 @@ class RedisStore(RedisBatches, RedisRecords):
         self._ewma = self._redis.register_script(EWMA_LUA)
         self._claim = self._redis.register_script(CLAIM_LUA)
         self._predict = self._redis.register_script(PREDICT_LUA)
-        self._samples = self._redis.register_script(SAMPLES_LUA)
+        self._slot_snapshot = self._redis.register_script(SLOT_SNAPSHOT_LUA)
         self._sample_cache: dict[str, tuple[int, tuple[ServiceSample, ...]]] = {}
         self._scripts_loaded = False
         self._scripts_lock = asyncio.Lock()
@@ -184,7 +185,7 @@ class RedisStore(RedisBatches, RedisRecords):
                 if not self._scripts_loaded:
                     pipe = self._redis.pipeline(transaction=False)
                     for script in (self._acquire, self._release, self._ewma, self._claim,
-                                   self._predict, self._samples):
+                                   self._predict, self._slot_snapshot):
                         pipe.script_load(script.script)
                     await self._rt(pipe.execute(), background=True)
                     self._scripts_loaded = True
