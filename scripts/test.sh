@@ -71,8 +71,10 @@ export HR_REQUIRE_REDIS=1
 # new ones (a clean clone has no example database). 10,000 cost about 2.5 min of a 2-core run;
 # set HR_PRIVACY_EXAMPLES=10000 for a deeper search.
 export HR_PRIVACY_EXAMPLES=${HR_PRIVACY_EXAMPLES:-2000}
+# Two pytest-xdist workers (HR_TEST_WORKERS; 0 = one process): a test module stays on one
+# worker, and the fault suite's modules share one (the groups are in tests/conftest.py).
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "${HR_TEST_WORKERS:-2}" --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -22,8 +22,38 @@ from router_simulators.sagemaker import SageMakerSimConfig
 from router_simulators.sagemaker import create_app as sagemaker_app
 from router_simulators.server import SimServer, free_port
 
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment (a serial run
+# has neither): the CLI's module-level rich Console would fix its width at 80 when a test module
+# imports it, and the tests that give one command COLUMNS=200 would render truncated columns.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("COLUMNS", "LINES"):
+        os.environ.pop(_var, None)
+
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-west-2", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+# Under pytest-xdist (`-n 2 --dist loadgroup`, scripts/test.sh) a test module runs whole on one
+# worker (its module fixtures start once), and the fault suite's modules run together on one
+# worker, in their usual order: they share their router stacks (tests/e2e/conftest.py) and
+# `test_suite_invariants` (test_outage.py) checks what all of them did.
+FAULT_SUITE_MODULES = frozenset({
+    "test_fault_streams.py", "test_fault_suite.py", "test_faults.py", "test_lifecycle.py",
+    "test_outage.py", "test_stream_audit.py"})
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    path = item.path
+    if path.parent.name == "e2e" and path.name in FAULT_SUITE_MODULES:
+        return "e2e-fault-suite"
+    return str(path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
 
 
 @pytest.fixture(autouse=True)

@@ -98,6 +98,12 @@ def test_sigterm_exit_status_is_zero(slow_stack: Stack) -> None:
     assert slow_stack.router.proc.wait(12) == 0
 
 
+# Seconds past ROUTER_GRACE_S the router may take to exit (cancel the streams, close the pools,
+# end the interpreter) on a loaded 2-core machine. grace + slack stays under the 3.6 s stream: a
+# router that waited for the stream to end instead would still fail.
+SHUTDOWN_SLACK_S = 2.0
+
+
 def _sigterm_with_stream(st: Stack) -> tuple[Outcome, float]:
     """SIGTERM while a 3.6 s stream is in flight: (what the client saw, seconds to exit)."""
     thread, result = _stream_in_background(st)
@@ -114,7 +120,8 @@ def _sigterm_with_stream(st: Stack) -> tuple[Outcome, float]:
 def test_sigterm_stream_outliving_the_grace_is_not_presented_as_complete(
         slow_stack: Stack) -> None:
     out, exited = _sigterm_with_stream(slow_stack)
-    assert exited < 1 + 1.5, f"exited {exited:.2f}s after SIGTERM with ROUTER_GRACE_S=1"
+    assert exited < 1 + SHUTDOWN_SLACK_S, (
+        f"exited {exited:.2f}s after SIGTERM with ROUTER_GRACE_S=1")
     assert out.status == 200 and 0 < out.tokens < 24, out.describe()
     assert not out.done and out.finish_reason is None, out.describe()
 
@@ -129,7 +136,8 @@ def test_sigterm_stream_outliving_the_grace_ends_with_in_band_error(slow_stack: 
 @pytest.mark.parametrize("slow_stack", [{"ROUTER_GRACE_S": "0.5"}], indirect=True)
 def test_sigterm_grace_below_one_second_is_honoured(slow_stack: Stack) -> None:
     _, exited = _sigterm_with_stream(slow_stack)
-    assert exited < 0.5 + 1.5, f"exited {exited:.2f}s after SIGTERM with ROUTER_GRACE_S=0.5"
+    assert exited < 0.5 + SHUTDOWN_SLACK_S, (
+        f"exited {exited:.2f}s after SIGTERM with ROUTER_GRACE_S=0.5")
 
 
 def _write_policy(path: Path, policy: dict[str, Any] | str) -> None:
