@@ -56,6 +56,7 @@ from router.settings import RouterSettings
 
 log = logging.getLogger("router.server")
 
+CORK_MAX_BYTES = 64 * 1024  # corked bytes flushed at once, without waiting for the loop
 FD_RESERVE = 128  # descriptors kept for upstream connections, the audit log, Redis, ...
 WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "aiohttp.client", "s3transfer")
 
@@ -77,25 +78,31 @@ def _json_error(status: bytes, code: str, message: str) -> bytes:
 class CorkedTransport:
     """A transport whose writes within one run of the loop go out as one `write`.
 
-    `write` appends to a buffer and, on the first append, schedules `flush` with `call_soon`;
+    `write` appends to a buffer and, on the first append, schedules `flush` with `call_soon`
+    (a buffer of `CORK_MAX_BYTES` or more is flushed at once, so a large burst meets the real
+    transport's flow control as before);
     `close`, `write_eof` and `set_protocol` flush first (nothing is lost or reordered), `abort`
     drops the buffer with the connection. `get_write_buffer_size` counts the buffer, so flow
     control sees it. Everything else is the real transport's.
     """
 
-    __slots__ = ("_buf", "_loop", "_scheduled", "transport")
+    __slots__ = ("_buf", "_loop", "_scheduled", "_size", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         self._loop = loop
         self._buf: list[bytes] = []
+        self._size = 0
         self._scheduled = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         self._buf.append(bytes(data))
-        if not self._scheduled:
+        self._size += len(data)
+        if self._size >= CORK_MAX_BYTES:
+            self.flush()  # a large burst goes now: the real transport's flow control sees it
+        elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
@@ -110,6 +117,7 @@ class CorkedTransport:
             return
         data = buf[0] if len(buf) == 1 else b"".join(buf)
         buf.clear()
+        self._size = 0
         if not self.transport.is_closing():
             self.transport.write(data)
 
@@ -123,6 +131,7 @@ class CorkedTransport:
 
     def abort(self) -> None:
         self._buf.clear()
+        self._size = 0
         self.transport.abort()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
@@ -130,7 +139,7 @@ class CorkedTransport:
         self.transport.set_protocol(protocol)
 
     def get_write_buffer_size(self) -> int:
-        return self.transport.get_write_buffer_size() + sum(len(b) for b in self._buf)
+        return self.transport.get_write_buffer_size() + self._size
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)

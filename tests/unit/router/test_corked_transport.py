@@ -77,3 +77,15 @@ async def test_other_calls_reach_the_real_transport() -> None:
     t, _ = corked()
     assert t.get_extra_info("peername") == ("127.0.0.1", 1)
     assert not t.is_closing()
+
+
+async def test_a_large_burst_is_written_at_once() -> None:
+    from router.server import CORK_MAX_BYTES
+
+    t, real = corked()
+    t.write(b"h")
+    t.write(b"x" * CORK_MAX_BYTES)
+    assert real.writes == [b"h" + b"x" * CORK_MAX_BYTES]
+    assert t.get_write_buffer_size() == 0
+    await asyncio.sleep(0)
+    assert len(real.writes) == 1
