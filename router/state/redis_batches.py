@@ -8,9 +8,10 @@ claim back (`_abandon_claim`: it may have run).
 
 Background batches: releases after the response and predictions are queued (`_queue_call`)
 and sent by one task, one pipeline per batch: every call queued while a batch is in flight goes
-in the next one, so a burst of releases costs one round trip. A batch that fails is sent once
-more (releases and predictions are idempotent; a sample may count twice), then reported to
-`on_background_failure` and dropped: its leases, no longer renewed, expire within `lease_s`.
+in the next one (up to `MAX_BATCH`), so a burst of releases costs one round trip. A batch that
+fails is sent once more (releases and predictions are idempotent; a sample may count twice),
+then reported to `on_background_failure` and dropped: its leases, no longer renewed, expire
+within `lease_s`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from router.state.redis_connection import StoreUnavailable
 log = logging.getLogger("router.state")
 T = TypeVar("T")
 Call = tuple[AsyncScript, list[str], list[EncodableT]]  # a script call: script, keys, args
+MAX_BATCH = 64  # script calls per pipeline: a bigger burst goes out in several
 
 
 class RedisBatches:
@@ -107,7 +109,7 @@ class RedisBatches:
         """Send the queued calls, one pipeline per batch, until none is left."""
         try:
             while self._batch:
-                batch, self._batch = self._batch, []
+                batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
                 try:
                     try:
                         await self._send(batch)

@@ -24,8 +24,9 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
 Slot changes run as Lua scripts (EVALSHA, `redis_scripts.py`), so counts never go below zero or
 above `slots`; the connection pool and URL redaction live in `redis_connection.py`.
 Every Redis round trip is bounded by `op_timeout_s` and counted in `round_trips` (request
-path) or `background_round_trips` (renewal, pub/sub, script loading, background releases); a
-failure raises `StoreUnavailable`, which `resilient.FallbackStore` turns into a switch to the
+path), or bounded by 4 x `op_timeout_s` (at least 0.2 s) and counted in
+`background_round_trips` (renewal, pub/sub, script loading, background releases); a failure
+raises `StoreUnavailable`, which `resilient.FallbackStore` turns into a switch to the
 memory store.
 
 Round trips of a local request (tests/unit/router/state/test_redis_claim.py counts them): one
@@ -156,8 +157,10 @@ class RedisStore(RedisBatches, RedisRecords):
             self.background_round_trips += 1
         else:
             self.round_trips += 1
+        # Off every request's path, a background one may take longer on a loaded machine.
+        bound = max(4 * self.op_timeout_s, 0.2) if background else self.op_timeout_s
         try:
-            async with asyncio.timeout(self.op_timeout_s):
+            async with asyncio.timeout(bound):
                 result = await aw
         except (RedisError, OSError, TimeoutError) as exc:
             # Waiters are woken: they retry now and fail fast instead of waiting for a poll.

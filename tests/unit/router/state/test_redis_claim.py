@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from router.state.base import Lease, SlotClaim
 from router.state.memory import MemoryStore
+from router.state.redis_batches import MAX_BATCH
 from router.state.redis_store import RedisStore
 from router.state.resilient import FallbackStore
 from tests.unit.router.state.test_resilient_store import Proxy
@@ -153,6 +154,19 @@ async def test_releases_of_the_same_moment_share_one_round_trip(
     assert await raw.llen(k(prefix, KEY, "samples")) == 20
     a.release_nowait(leases[0])  # idempotent: nothing more is sent
     assert a._flusher is None
+
+
+async def test_a_burst_bigger_than_a_batch_goes_out_in_several(
+        make: Callable[..., RedisStore], raw: Redis, prefix: str) -> None:
+    a = make()
+    n = 2 * MAX_BATCH + 1
+    leases = [await _must(a.acquire_slot(KEY, n, 0)) for _ in range(n)]
+    before = a.background_round_trips
+    for lease in leases:
+        a.release_nowait(lease)
+    await flushed(a)
+    assert a.background_round_trips - before == 3
+    assert await raw.zcard(k(prefix, KEY, "held")) == 0
 
 
 async def test_a_release_to_a_waiter_in_the_background_wakes_it(
