@@ -2,16 +2,22 @@
 
 Everything it knows arrives in a `SlotLoad` from the store's snapshot: the requests in service
 (elapsed, predicted), the waiters in queue order (priority, predicted) and the recent samples
-(service time, prompt and output tokens, time to first token). docs/design.md, Routing signals:
+(service time, prompt and output tokens, time to first token, the route that served it).
+docs/design.md, Routing signals:
 
 - rates per backend model: prefill = median(prompt / first-token time), decode =
   median(output / (service - first-token time)), each from the samples that carry the fields,
   else the policy's defaults (`admission.prefill_tps_default`, `decode_tps_default`);
-- a request's service time: with output-token samples, one draw per sample,
+- a request's service time: with output-token samples, one draw per output length,
   `prompt / prefill + min(output, max_tokens) / decode`; else the recent service times; else the
-  moving estimate; else `DEFAULT_SERVICE_TIME_S`. Its prediction is the mean of the draws
-  (`predict_service`: O(log window) from the window's sorted outputs and rates, computed
-  once per window of samples: until a sample arrives the snapshots carry an equal window);
+  moving estimate; else `DEFAULT_SERVICE_TIME_S`. The output lengths are those of the
+  request's own route on the key (`ServiceSample.route`, the policy route that served each
+  sample) when the window holds at least `ROUTE_MIN_SAMPLES` of them, else the whole window's
+  (routes differ in what they ask for: a summarising route answers longer than a classifying
+  one on the same model); the rates are always the whole window's. Its prediction is the mean
+  of the draws (`predict_service`: O(log window) from the sorted outputs and the rates,
+  computed once per window of samples and route: until a sample arrives the snapshots carry
+  an equal window);
 - the wait: `DRAWS` Monte Carlo draws with a fixed seed (deterministic). Each request in service
   or queued ahead takes its prediction times a draw from the shape of the recent service times
   (sample / mean; in service: only draws beyond its elapsed time, the rest of it); the slots
@@ -37,6 +43,9 @@ from router.state.queue_model import MIN_REMAINING_FRACTION
 DEFAULT_SERVICE_TIME_S = 2.0  # before the first measured request
 DRAWS = 32
 SEED = 20261201
+# Output-length samples of a route on a key needed before they, not the whole key's window,
+# predict that route's requests (fewer: the key's window, as for a route not seen yet).
+ROUTE_MIN_SAMPLES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +72,21 @@ def measured_rates(samples: Sequence[ServiceSample], cfg: AdmissionConfig) -> Ra
     return Rates(pre, dec, bool(prefill or decode))
 
 
-def service_draws(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | None,
-                  cfg: AdmissionConfig) -> list[float]:
-    """Sorted draws of one request's service time on this backend model."""
-    window = load.samples[:cfg.sample_window]
+def output_lengths(window: Sequence[ServiceSample], route: str | None) -> list[int]:
+    """The output lengths that predict a request on `route`: its own route's when the window
+    holds at least `ROUTE_MIN_SAMPLES` of them, else all of the window's."""
     outs = [s.output_tokens for s in window if s.output_tokens is not None]
+    if route is None or len(outs) < ROUTE_MIN_SAMPLES:
+        return outs
+    own = [s.output_tokens for s in window if s.output_tokens is not None and s.route == route]
+    return own if len(own) >= ROUTE_MIN_SAMPLES else outs
+
+
+def service_draws(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | None,
+                  cfg: AdmissionConfig, route: str | None = None) -> list[float]:
+    """Sorted draws of one request's service time on this backend model (on `route`)."""
+    window = load.samples[:cfg.sample_window]
+    outs = output_lengths(window, route)
     if outs and prompt_tokens is not None:
         rates = measured_rates(window, cfg)
         pre = prompt_tokens / rates.prefill_tps
@@ -80,43 +99,64 @@ def service_draws(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | N
 
 @dataclass(frozen=True, slots=True)
 class _Outputs:
-    """The output-token samples of one window, sorted, with prefix sums and the rates."""
+    """Output-token samples of one window (or of one route in it), sorted, with prefix sums
+    and the window's rates."""
 
     rates: Rates
     outs: tuple[int, ...]
     prefix: tuple[int, ...]  # prefix[k] = sum(outs[:k])
 
 
-# The last window's `_Outputs`, kept while the store hands out the same samples (the same
+def _sorted_outputs(rates: Rates, outs: Sequence[int]) -> _Outputs:
+    ordered = sorted(outs)
+    prefix = [0]
+    for o in ordered:
+        prefix.append(prefix[-1] + o)
+    return _Outputs(rates, tuple(ordered), tuple(prefix))
+
+
+@dataclass(slots=True)
+class _Window:
+    """One window's outputs: the whole window's, and each route's once asked for."""
+
+    window: tuple[ServiceSample, ...]
+    whole: _Outputs | None
+    by_route: dict[str, _Outputs | None]
+
+
+# The last window's `_Window`, kept while the store hands out the same samples (the same
 # tuple, or an equal one: a tuple compares its items by identity first): (samples, cfg,
-# outputs).
-_last: tuple[tuple[ServiceSample, ...], AdmissionConfig, _Outputs | None] | None = None
+# window).
+_last: tuple[tuple[ServiceSample, ...], AdmissionConfig, _Window] | None = None
 
 
-def _outputs(load: SlotLoad, cfg: AdmissionConfig) -> _Outputs | None:
+def _outputs(load: SlotLoad, cfg: AdmissionConfig, route: str | None) -> _Outputs | None:
     global _last
     hit = _last
     if hit is not None and hit[1] is cfg and (hit[0] is load.samples
                                               or hit[0] == load.samples):
-        return hit[2]
-    window = load.samples[:cfg.sample_window]
-    outs = sorted(s.output_tokens for s in window if s.output_tokens is not None)
-    got = None
-    if outs:
-        prefix = [0]
-        for o in outs:
-            prefix.append(prefix[-1] + o)
-        got = _Outputs(measured_rates(window, cfg), tuple(outs), tuple(prefix))
-    _last = (load.samples, cfg, got)
-    return got
+        got = hit[2]
+    else:
+        window = load.samples[:cfg.sample_window]
+        outs = [s.output_tokens for s in window if s.output_tokens is not None]
+        whole = _sorted_outputs(measured_rates(window, cfg), outs) if outs else None
+        got = _Window(window, whole, {})
+        _last = (load.samples, cfg, got)
+    if route is None or got.whole is None or len(got.whole.outs) < ROUTE_MIN_SAMPLES:
+        return got.whole
+    if route not in got.by_route:
+        own = output_lengths(got.window, route)
+        got.by_route[route] = got.whole if len(own) == len(got.whole.outs) else \
+            _sorted_outputs(got.whole.rates, own)
+    return got.by_route[route]
 
 
 def predict_service(load: SlotLoad, prompt_tokens: int | None, max_tokens: int | None,
-                    cfg: AdmissionConfig) -> float:
+                    cfg: AdmissionConfig, route: str | None = None) -> float:
     """The mean of `service_draws`, in O(log window) once the window's outputs are known."""
-    out = _outputs(load, cfg) if prompt_tokens is not None else None
+    out = _outputs(load, cfg, route) if prompt_tokens is not None else None
     if out is None or prompt_tokens is None:
-        draws = service_draws(load, prompt_tokens, max_tokens, cfg)
+        draws = service_draws(load, prompt_tokens, max_tokens, cfg, route)
         return sum(draws) / len(draws)
     n = len(out.outs)
     cap = max_tokens if max_tokens else out.outs[-1]

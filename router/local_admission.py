@@ -8,6 +8,9 @@ to the next candidate: code `queue_timeout` when the bound ran out, `queue_spill
 store told a standard waiter to leave early (a private request took its place, or its
 predicted wait no longer fits what is left of its bound).
 
+The lease carries the request's prompt tokens and the plan's route (`RequestContext.plan`):
+the store records both with its service-time sample at release, for the estimator.
+
 A slot admission already claimed for the request (`RequestContext.claim`, taken with the
 snapshot) is used instead of acquiring when the attempt is on its slot key: no store call at
 all. A claim the request does not use is released (`drop_claim`: the executor calls it when
@@ -42,6 +45,7 @@ class LocalAdmission:
         claimed = self.take_claim(ctx, key)
         if claimed is not None:
             claimed.prompt_tokens = ctx.facts.prompt_tokens
+            claimed.route = _route(ctx)
             return claimed
         wait = max(0.0, min(cand.max_wait_s, ctx.deadline - self.clock()))
         private = ctx.facts.privacy == "private"
@@ -60,6 +64,7 @@ class LocalAdmission:
                 f"left the queue of '{cand.backend}' early: its predicted wait no longer fits "
                 f"the {wait:.1f}s bound", backend=cand.backend, code=QueueExit.SPILLED.value)
         got.prompt_tokens = ctx.facts.prompt_tokens
+        got.route = _route(ctx)
         return got
 
     def take_claim(self, ctx: RequestContext, key: str) -> Lease | None:
@@ -78,3 +83,8 @@ class LocalAdmission:
         """Give the slot back, in the background (nothing to await, nothing to cancel)."""
         if lease is not None:
             self.store.release_nowait(lease)
+
+
+def _route(ctx: RequestContext) -> str | None:
+    """The route the request's plan runs (its samples predict that route's requests)."""
+    return (ctx.plan.route or None) if ctx.plan is not None else None

@@ -256,7 +256,8 @@ def plan(facts: RequestFacts, policy: Policy, state: PlannerState) -> Plan:  # n
                 Candidate, name, model_id, True, est_wait_s=wait, slots=cap.slots,
                 context_window=fit.window,
                 pred_service_s=estimator.predict_service(
-                    load, facts.prompt_tokens, facts.max_tokens or spec.default_max_tokens, adm),
+                    load, facts.prompt_tokens, facts.max_tokens or spec.default_max_tokens, adm,
+                    route.name),
                 private_first=adm.private_first, early_spill=adm.early_spill)
             if fit.cold:
                 warm.append((name, model_id))

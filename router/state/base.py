@@ -102,6 +102,7 @@ class Lease:
     output_tokens: int | None = None  # set by whoever saw the usage, before release
     first_token_s: float | None = None  # time to first token, when known
     predicted_s: float | None = None  # what admission predicted for its service time
+    route: str | None = None  # the policy route that served it: set at admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class ServiceSample:
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     first_token_s: float | None = None
+    route: str | None = None  # the policy route that served it (None: not recorded)
 
 
 @dataclass(slots=True)

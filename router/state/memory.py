@@ -180,7 +180,7 @@ class MemoryStore:
             s = self._get(lease.key)
             s.samples.appendleft(ServiceSample(
                 lease.service_time_s, lease.prompt_tokens, lease.output_tokens,
-                lease.first_token_s))
+                lease.first_token_s, lease.route))
             s.samples_view = None
         self._release_token(lease.key, lease.token)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, unquote
 
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, FieldT
@@ -232,13 +233,27 @@ def _waiting(joined: str) -> tuple[tuple[int, float | None], ...]:
     return tuple(out)
 
 
+def sample_record(lease: Lease) -> str:
+    """A released lease's sample as stored in `P{K}:samples`:
+    "service|prompt|output|first_token", then "|route" when the lease has one (the route's
+    name percent-encoded, so it holds no '|' or ';'). Empty without a service time."""
+    if lease.service_time_s is None:
+        return ""
+    record = "|".join("" if v is None else repr(v) for v in (
+        lease.service_time_s, lease.prompt_tokens, lease.output_tokens, lease.first_token_s))
+    return record if lease.route is None else f"{record}|{quote(lease.route, safe='')}"
+
+
 def _sample(raw: Any) -> ServiceSample | None:
+    """Parse a `sample_record`; a record of four fields (written before routes were) has no
+    route."""
     parts = str(raw).split("|")
-    if len(parts) != 4 or _num(parts[0]) is None:
+    if len(parts) not in (4, 5) or _num(parts[0]) is None:
         return None
-    svc, prompt, output, first = (_num(p) for p in parts)
+    svc, prompt, output, first = (_num(p) for p in parts[:4])
+    route = unquote(parts[4]) if len(parts) == 5 else None
     return ServiceSample(float(svc or 0.0), None if prompt is None else int(prompt),
-                         None if output is None else int(output), first)
+                         None if output is None else int(output), first, route)
 
 
 def _parse_breaker(raw: Mapping[Any, Any]) -> BreakerState:

@@ -10,7 +10,8 @@ Key layout (prefix P, slot key K; `{K}` is a cluster hash tag, so one script tou
   P{K}:hinfo   hash token -> "start|predicted" of each lease;  P{K}:limit  latest `slots`
   P{K}:qinfo   hash token -> "predicted|deadline|spillable" of each waiter
   P{K}:spilled zset token -> expiry: waiters told to leave, until their next try reads it
-  P{K}:samples list of the latest SAMPLE_WINDOW "service|prompt|output|first_token" records
+  P{K}:samples list of the latest SAMPLE_WINDOW "service|prompt|output|first_token[|route]"
+               records (`redis_records.sample_record`; a record without the route still parses)
   P{K}:sver    samples pushed so far: the snapshot reads only those newer than its last read
                (one SLOT_SNAPSHOT script per slot key, its answer a few joined strings)
   Pbreaker:B   hash (state, failures, opened_at, open_for_s, opened_by: request|probe|"")
@@ -68,7 +69,7 @@ from router.state.base import (
 from router.state.memory import EWMA_ALPHA
 from router.state.redis_batches import Call, RedisBatches
 from router.state.redis_connection import StoreUnavailable, connect, redact_url
-from router.state.redis_records import SPEND_TTL_S, RedisRecords
+from router.state.redis_records import SPEND_TTL_S, RedisRecords, sample_record
 from router.state.redis_scripts import (
     ACQUIRE_LUA,
     CLAIM_LUA,
@@ -291,9 +292,7 @@ class RedisStore(RedisBatches, RedisRecords):
         keys = [*self._slot_keys(key), *self._info_keys(key), self._k(key, "svc"),
                 self._k(key, "limit"), self._k(key, "samples"), self._k(key, "sver")]
         svc = lease.service_time_s if lease is not None else None
-        record = "" if lease is None or svc is None else "|".join(
-            "" if v is None else repr(v)
-            for v in (svc, lease.prompt_tokens, lease.output_tokens, lease.first_token_s))
+        record = "" if lease is None else sample_record(lease)
         args: list[EncodableT] = [token, now, self._channel, key, now + self.lease_s,
                                   "" if svc is None else repr(float(svc)), EWMA_ALPHA, record,
                                   SAMPLE_WINDOW]

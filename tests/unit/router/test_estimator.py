@@ -7,6 +7,7 @@ import pytest
 
 from router.estimator import (
     DEFAULT_SERVICE_TIME_S,
+    ROUTE_MIN_SAMPLES,
     measured_rates,
     predict_service,
     service_draws,
@@ -101,3 +102,66 @@ def test_predict_service_is_the_mean_of_the_draws_cached_or_not() -> None:
     slow = AdmissionConfig(sample_window=2)
     assert predict_service(SlotLoad(samples=samples), 500, None, slow) == pytest.approx(
         sum(d := service_draws(SlotLoad(samples=samples), 500, None, slow)) / len(d))
+
+
+def _routed(route: str, output: int, n: int) -> list[ServiceSample]:
+    # prefill 1000 tps (1000 tokens in 1 s), decode 10 tps: service = 1 + output / 10
+    return [ServiceSample(1.0 + output / 10, 1000, output, 1.0, route) for _ in range(n)]
+
+
+def test_a_route_with_enough_samples_is_predicted_from_its_own_output_lengths() -> None:
+    n = ROUTE_MIN_SAMPLES
+    load = SlotLoad(samples=tuple(_routed("summarise", 200, n) + _routed("classify", 10, n)))
+    whole = predict_service(load, 1000, None, CFG)
+    assert whole == pytest.approx(1.0 + 105 / 10)  # the key's mean output: (200 + 10) / 2
+    assert predict_service(load, 1000, None, CFG, "summarise") == pytest.approx(21.0)
+    assert predict_service(load, 1000, None, CFG, "classify") == pytest.approx(2.0)
+    assert service_draws(load, 1000, None, CFG, "classify") == [pytest.approx(2.0)] * n
+    # max_tokens still caps the route's lengths; a route never seen gets the key's window.
+    assert predict_service(load, 1000, 50, CFG, "summarise") == pytest.approx(6.0)
+    assert predict_service(load, 1000, None, CFG, "other") == pytest.approx(whole)
+
+
+def test_a_route_below_the_minimum_falls_back_to_the_whole_key() -> None:
+    few = ROUTE_MIN_SAMPLES - 1
+    load = SlotLoad(samples=tuple(_routed("summarise", 200, few) + _routed("classify", 10, 20)))
+    whole = predict_service(load, 1000, None, CFG)
+    assert predict_service(load, 1000, None, CFG, "summarise") == pytest.approx(whole)
+    assert service_draws(load, 1000, None, CFG, "summarise") == service_draws(
+        load, 1000, None, CFG)
+    # Samples without a route (older records) count for the key, never for a route.
+    load = SlotLoad(samples=tuple(_routed("classify", 10, few)
+                                  + [ServiceSample(2.0, 1000, 10, 1.0)] * 10))
+    assert predict_service(load, 1000, None, CFG, "classify") == pytest.approx(2.0)
+    assert len(service_draws(load, 1000, None, CFG, "classify")) == few + 10
+
+
+def test_per_route_predictions_are_the_mean_of_their_draws_cached_or_not() -> None:
+    samples = tuple(ServiceSample(1.0 + i / 10, 100 * i, (7 * i) % 50 or None, 0.1 * i or None,
+                                  ("a", "b", None)[i % 3]) for i in range(40))
+    for load in (SlotLoad(samples=samples), SlotLoad(samples=tuple(list(samples)))):
+        for route in ("b", None, "a", "zzz", "b"):
+            for cap in (None, 5, 1000):
+                draws = service_draws(load, 500, cap, CFG, route)
+                assert predict_service(load, 500, cap, CFG, route) == pytest.approx(
+                    sum(draws) / len(draws))
+    assert predict_service(SlotLoad(samples=samples), 500, None, CFG, "a") != pytest.approx(
+        predict_service(SlotLoad(samples=samples), 500, None, CFG, "b"))
+
+
+def test_the_planner_predicts_each_route_from_its_own_samples() -> None:
+    from router.planner import plan
+    from tests.unit.router.test_planner import facts, make_policy, state
+    pol = make_policy(routes=[
+        {"name": "summarise", "match": {"headers": {"x-task": "summarise"}},
+         "targets": ["local", "bedrock"]},
+        {"name": "default", "targets": ["local", "bedrock"]}])
+    n = ROUTE_MIN_SAMPLES
+    load = SlotLoad(samples=tuple(_routed("summarise", 200, n) + _routed("default", 10, n)))
+    asks = {"summarise": facts(prompt_tokens=1000, max_tokens=None,
+                               headers={"x-task": "summarise"}),
+            "default": facts(prompt_tokens=1000, max_tokens=None)}
+    got = {name: plan(f, pol, state(load=load)) for name, f in asks.items()}
+    assert {name: p.route for name, p in got.items()} == {r: r for r in asks}
+    assert got["summarise"].candidates[0].pred_service_s == pytest.approx(21.0)
+    assert got["default"].candidates[0].pred_service_s == pytest.approx(2.0)

@@ -175,3 +175,27 @@ async def test_memory_snapshot_with_a_claim_shows_the_load_before_it() -> None:
     await asyncio.sleep(0)
     store.release_nowait(snap.claimed)
     assert (await waiter) is not None  # the released slot went to the waiter
+
+
+# -- the route on the lease: the estimator's per-route samples ---------------------------------
+
+async def test_the_served_route_goes_with_the_sample_claimed_or_acquired() -> None:
+    service, store = spy_service()
+    await service.complete(chat(), LOOPBACK)  # on the slot claimed with the snapshot
+    assert store.acquires == 0
+    ex = _executor(store, local=FakeBackend("local", local=True))  # no claim: it acquires
+    await ex.chat(_ctx(None), _plan(Candidate("local", "gpt-oss:20b", True, LOCAL,
+                                              max_wait_s=1.0, slots=1)))
+    load = (await store.snapshot([SLOT], [])).slots[SLOT]
+    assert store.acquires == 1
+    assert [s.route for s in load.samples] == ["r", "r"]
+    assert load.samples[0].prompt_tokens == 5  # what _ctx's facts say
+
+
+async def test_a_plan_without_a_route_records_none() -> None:
+    store = MemoryStore()
+    ex = _executor(store, local=FakeBackend("local", local=True))
+    plan = Plan("", "standard", 10, [Candidate("local", "gpt-oss:20b", True, LOCAL,
+                                               max_wait_s=1.0, slots=1)], [])
+    await ex.chat(_ctx(None), plan)
+    assert (await store.snapshot([SLOT], [])).slots[SLOT].samples[0].route is None
