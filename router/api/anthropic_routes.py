@@ -11,7 +11,8 @@ Every response carries `request-id` (Anthropic's header) next to `x-request-id` 
 `x-router-*` headers. Errors are `{"type": "error", "error": {"type", "message"}}` with the
 router's status (401, 403, 404, 413, 429 and 503 keep `Retry-After` where the router sets it);
 nothing unexpected ever leaves as a stack trace. A stream's status line goes out only after its
-first event; a later failure ends it with an `error` event and no `message_stop`.
+first event; a later failure ends it with an `error` event and no `message_stop`. Events that
+arrive decoded together (`StreamEvent.ready_next`) go out in one body message (`Burst`).
 
 `count_tokens` answers `{"input_tokens": N}` with the router's own estimate (`router/tokens.py`,
 the number context-window routing uses; it errs on the large side).
@@ -55,7 +56,7 @@ from router.api.request_body import (
     parse_json,
     read_body,
 )
-from router.api.streaming import ClientStalled, TimedStreamingResponse
+from router.api.streaming import Burst, ClientStalled, TimedStreamingResponse
 from router.errors import BackendError, RouterError
 from router.ids import new_id
 from router.metrics import SlowClient
@@ -169,13 +170,19 @@ class MessagesRoutes:
         self.service.count_slow_client(SlowClient.SEND_TIMEOUT)
 
     async def _sse(self, opened: OpenedStream, enc: EventEncoder) -> AsyncIterator[bytes]:
+        burst = Burst()  # events whose successor is already decoded go out with it
+        add = burst.add
         try:
             async for event in opened:
-                yield enc.encode(event)
+                data = add(enc.encode(event), event.ready_next)
+                if data is not None:
+                    yield data
+            if rest := burst.flush():
+                yield rest
         except ClientStalled:
             opened.client_stalled()
         except BackendError as exc:
-            yield stream_error(
+            yield burst.flush() + stream_error(
                 f"The upstream stream from '{opened.meta.backend}' broke after it started: "
                 f"{exc.message}. The answer above is incomplete.", opened.meta.request_id)
         finally:

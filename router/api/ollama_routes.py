@@ -5,7 +5,8 @@ A codec over the service facade, like `api/openai_routes.py`: decode the dialect
 answer or the NDJSON stream (`api/ollama_encode.py`) or the error, always as Ollama's
 `{"error": "message"}` with the status the router's error carries (400 bad input, 401/403
 keys, 404 unknown model, 429/503 with Retry-After). Any backend may serve the request; the
-client gets Ollama's format back. `stream` defaults to true, as in Ollama.
+client gets Ollama's format back. `stream` defaults to true, as in Ollama. Stream events that
+arrive decoded together (`StreamEvent.ready_next`) go out in one body message (`Burst`).
 
 Bodies are read as JSON whatever the Content-Type, as Ollama reads them (curl's `-d` sends
 a form type, some clients none), except for requests with an `Origin` header: a browser must
@@ -60,7 +61,7 @@ from router.api.request_body import (
     parse_json,
     read_body,
 )
-from router.api.streaming import ClientStalled, TimedStreamingResponse
+from router.api.streaming import Burst, ClientStalled, TimedStreamingResponse
 from router.errors import BackendError, InvalidRequest, ModelNotFound, RouterError
 from router.metrics import SlowClient
 from router.service import ClientContext, OpenedStream, RouterService, error_outcome
@@ -198,16 +199,21 @@ class OllamaRoutes:
         self.service.count_slow_client(SlowClient.SEND_TIMEOUT)
 
     async def _ndjson(self, opened: OpenedStream, enc: Encoder) -> AsyncIterator[bytes]:
+        burst = Burst()  # events whose successor is already decoded go out with it
+        add = burst.add
         try:
             async for event in opened:
-                chunk = enc.line(event)
+                chunk = add(enc.line(event), event.ready_next)
                 if chunk:
                     yield chunk
+            if rest := burst.flush():
+                yield rest
         except ClientStalled:
             opened.client_stalled()
         except BackendError as exc:
-            yield error_line(f"the upstream stream from '{opened.meta.backend}' broke after it "
-                             f"started: {exc.message}; the answer above is incomplete")
+            yield burst.flush() + error_line(
+                f"the upstream stream from '{opened.meta.backend}' broke after it "
+                f"started: {exc.message}; the answer above is incomplete")
         finally:
             await opened.aclose()
 

@@ -7,7 +7,7 @@ the answer (`api/openai_wire.py`) or the error (`api/error_responses.py`). Strea
 their contract: the status line and headers go out only after the first event (the service
 returns the stream only then, so any earlier failure can still fail over); a later failure
 ends the stream with an in-band `data: {"error": ...}` event and no `[DONE]`. Events that
-arrive decoded together (`StreamEvent.ready_next`) go out in one body message.
+arrive decoded together (`StreamEvent.ready_next`) go out in one body message (`Burst`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from router.api.request_body import (
     body_limits,
     read_chat_request,
 )
-from router.api.streaming import ClientStalled, TimedStreamingResponse
+from router.api.streaming import Burst, ClientStalled, TimedStreamingResponse
 from router.errors import BackendError, ModelNotFound, RouterError
 from router.ids import new_id
 from router.metrics import SlowClient
@@ -87,24 +87,19 @@ class ChatRoutes:
     async def _sse(self, opened: OpenedStream) -> AsyncIterator[bytes]:
         enc = ChunkEncoder(completion_id=_completion_id(), created=int(time.time()),
                            model=opened.served_model, include_usage=opened.include_usage)
-        ready: list[bytes] = []  # events whose successor is already decoded: sent with it
+        burst = Burst()  # events whose successor is already decoded go out with it
+        add = burst.add
         try:
             async for event in opened:
-                data = enc.encode(event)
-                if event.ready_next:
-                    ready.append(data)
-                    continue
-                if ready:
-                    ready.append(data)
-                    data = b"".join(ready)
-                    ready.clear()
-                yield data
-            if ready:
-                yield b"".join(ready)
+                data = add(enc.encode(event), event.ready_next)
+                if data is not None:
+                    yield data
+            if rest := burst.flush():
+                yield rest
         except ClientStalled:
             opened.client_stalled()
         except BackendError as exc:
-            yield b"".join(ready) + error_event({"error": {
+            yield burst.flush() + error_event({"error": {
                 "message": f"The upstream stream from '{opened.meta.backend}' broke after "
                            f"it started: {exc.message}. The answer above is incomplete.",
                 "type": "api_error", "param": None, "code": exc.code or "stream_error"}})

@@ -4,7 +4,8 @@ GET /v1/responses/{id}/input_items.
 A codec over the service facade, like `api/openai_routes.py`: decode the body
 (`responses_wire.py`) into a `ChatRequest` plus a `ClientContext`, call `RouterService`,
 encode the answer (`responses_objects.py`) or the event stream (`responses_events.py`), and
-errors in OpenAI's error shape (`api/error_responses.py`).
+errors in OpenAI's error shape (`api/error_responses.py`). Stream events that arrive decoded
+together (`StreamEvent.ready_next`) go out in one body message (`Burst`).
 
 State: with `store` (the default) the response and the whole conversation it answered are
 kept in the service's response store (`responses_ttl_s`, `responses_max_bytes`), so a
@@ -61,7 +62,7 @@ from router.api.responses_wire import (
     responses_param,
     to_messages,
 )
-from router.api.streaming import ClientStalled, TimedStreamingResponse
+from router.api.streaming import Burst, ClientStalled, TimedStreamingResponse
 from router.errors import BackendError, InvalidRequest, RouterError
 from router.ids import new_id
 from router.metrics import SlowClient
@@ -198,6 +199,8 @@ class ResponsesRoutes:
             response_id=new_id("resp"), created_at=int(time.time()), model=opened.served_model,
             echo=parsed.echo, instructions=parsed.instructions,
             previous_response_id=parsed.previous_response_id, store=parsed.store)
+        burst = Burst()  # events whose successor is already decoded go out with it
+        add = burst.add
         try:
             yield events.start()
             async for event in opened:
@@ -206,11 +209,15 @@ class ResponsesRoutes:
                     # Stored before the last event goes out: a client that continues at once
                     # finds it.
                     await self._keep(turn, events.final, opened.privacy)
-                yield chunk
+                data = add(chunk, event.ready_next)
+                if data is not None:
+                    yield data
+            if rest := burst.flush():
+                yield rest
         except ClientStalled:
             opened.client_stalled()
         except BackendError as exc:
-            yield events.fail(exc.code or "stream_error",
+            yield burst.flush() + events.fail(exc.code or "stream_error",
                               f"The upstream stream from '{opened.meta.backend}' broke after "
                               f"it started: {exc.message}. The answer is incomplete.")
         finally:

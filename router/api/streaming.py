@@ -14,6 +14,11 @@
 - the body iterator is always started before anything is sent and always closed at the end,
   so its `finally` runs at once however the response ends (stall, disconnect, cancellation),
   not whenever the garbage collector gets to a suspended generator.
+
+`Burst` is what the stream bodies (OpenAI chat, Responses, Anthropic, Ollama NDJSON) share to
+send events that were decoded together (`StreamEvent.ready_next`) in one body message, so the
+per-send work (the send timer, the transport write) runs once per burst: the bytes and their
+order are those of one message per event, and an event that is not marked goes out at once.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from starlette.types import Message, Receive, Scope, Send
 from router.service.client import CLIENT_CLOSED_STATUS as CLIENT_CLOSED_STATUS
 from router.service.client import StreamOutcome as StreamOutcome
 
-__all__ = ["CLIENT_CLOSED_STATUS", "CONNECTION_EXTENSION", "ClientStalled", "StreamOutcome",
-           "TimedStreamingResponse"]
+__all__ = ["CLIENT_CLOSED_STATUS", "CONNECTION_EXTENSION", "Burst", "ClientStalled",
+           "StreamOutcome", "TimedStreamingResponse"]
 
 log = logging.getLogger("router.api")
 
@@ -41,6 +46,41 @@ _OLD_SPECS = frozenset({"2.0", "2.1", "2.2", "2.3"})  # no disconnect as an OSEr
 
 class ClientStalled(Exception):
     """The client stopped reading: one send blocked for longer than the send timeout."""
+
+
+class Burst:
+    """The encoded events of one stream held until the one that ends their burst.
+
+    `add(data, ready_next)` returns None while the event's successor is already decoded (its
+    bytes are held), else the bytes to send now: the held ones, then this event's. `flush()`
+    returns (and forgets) what is held, for the end of the stream and for the error event that
+    follows the events before it.
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: list[bytes] = []
+
+    def add(self, data: bytes, ready_next: bool) -> bytes | None:
+        held = self._held
+        if ready_next:
+            if data:
+                held.append(data)
+            return None
+        if held:
+            held.append(data)
+            data = b"".join(held)
+            held.clear()
+        return data
+
+    def flush(self) -> bytes:
+        held = self._held
+        if not held:
+            return b""
+        data = b"".join(held)
+        held.clear()
+        return data
 
 
 class _SendWatch:
