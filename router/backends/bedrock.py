@@ -11,7 +11,9 @@ unconfirmed. The request/response mapping lives in `bedrock_converse.py` (pure).
 Transport: boto3 `bedrock-runtime` from `aws_common.make_client` (botocore retries off: the router
 retries; timeouts from `config.timeouts`; region, endpoint_url and profile from config). Every
 blocking call and every `next()` on the event stream runs on `aws_common`'s thread pool, so the
-event loop never blocks. Credentials: botocore's standard chain (env, profile, SSO, role); a
+event loop never blocks; one stream event per pool hop, so an event is marked
+`StreamEvent.ready_next` only when one Converse event yields several (tool calls flushed at
+`messageStop`). Credentials: botocore's standard chain (env, profile, SSO, role); a
 Bedrock API key in `AWS_BEARER_TOKEN_BEDROCK` is picked up by botocore itself and sent as
 `Authorization: Bearer` (HTTPS endpoints only: botocore refuses bearer auth over plain HTTP, so
 a loopback simulator is reached with SigV4 and dummy keys) — nothing here reads it. A cancelled
@@ -173,6 +175,8 @@ class _StreamState:
                 out.extend(self._flush(event["contentBlockStop"].get("contentBlockIndex", 0)))
         elif "messageStop" in event:
             for index in sorted(self.tools):
+                if out:
+                    out[-1].ready_next = True  # several tool calls: decoded together
                 out.extend(self._flush(index))
             self.stop = event["messageStop"].get("stopReason") or "end_turn"
         elif "metadata" in event:

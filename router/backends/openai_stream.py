@@ -11,7 +11,8 @@ PayloadParts do). An in-band error before any output that is a context-window re
 BackendStreamError, their messages prefixed with `label` (the upstream's kind, e.g. "sagemaker";
 the backend's name by default). A payload that is not JSON, or not an object, becomes one
 `StreamEvent(malformed=True)` (the stream session skips it and counts it; too many in a row end
-the stream).
+the stream). `ChunkAssembler.payloads` decodes the payloads of one read together, so each event
+can say whether the next one is already decoded (`StreamEvent.ready_next`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,22 @@ class ChunkAssembler:
         except orjson.JSONDecodeError:
             return [StreamEvent(malformed=True)]
         return self.chunk(obj)
+
+    def payloads(self, batch: list[str]) -> tuple[list[StreamEvent], Exception | None]:
+        """The events of payloads decoded together (one read), up to an in-band error (then
+        returned, to be raised after the events before it); each marked `ready_next` when a
+        well-formed event follows it in the batch."""
+        events: list[StreamEvent] = []
+        for data in batch:
+            try:
+                more = self.payload(data)
+            except Exception as exc:  # noqa: BLE001 - raised after the events before it
+                return events, exc
+            for ev in more:
+                if events and not ev.malformed:
+                    events[-1].ready_next = True
+                events.append(ev)
+        return events, None
 
     def chunk(self, obj: Any) -> list[StreamEvent]:
         if not isinstance(obj, dict):

@@ -5,8 +5,10 @@ Wire API: sagemaker-runtime `InvokeEndpoint` with a Chat Completions JSON body, 
 `PayloadPart` bytes are arbitrary slices of the container's SSE stream (`data: {chunk}` ...
 `data: [DONE]`): lines are reassembled across parts with an incremental UTF-8 decoder, tool-call
 fragments are joined by index and emitted whole at finish (that decoding, which knows nothing of
-boto3, is `openai_stream.py`). Reasoning is read from `reasoning` or `reasoning_content` and sent
-back on assistant turns as `reasoning` (docs/protocols.md, SageMaker and botocore).
+boto3, is `openai_stream.py`; the events of one part are decoded together and marked
+`StreamEvent.ready_next` when the next is among them). Reasoning is read from `reasoning` or
+`reasoning_content` and sent back on assistant turns as `reasoning` (docs/protocols.md,
+SageMaker and botocore).
 Prefill: `SageMakerConfig.prefill_default` is False (whether a container continues a trailing
 assistant message depends on it; a policy sets `prefill: true` for one known to); the message
 is sent through unchanged in `messages`.
@@ -264,21 +266,33 @@ def _closer(body: Any) -> Callable[[], None]:
     return close
 
 
-async def _sse_payloads(body: Any, pool: BlockingPool) -> AsyncIterator[str]:
-    """The SSE `data` payloads carried by an EventStream's PayloadParts, up to `[DONE]`."""
+def _until_done(batch: list[str]) -> tuple[list[str], bool]:
+    """The payloads before `[DONE]`, and whether it was there."""
+    for i, data in enumerate(batch):
+        if data.strip() == "[DONE]":
+            return batch[:i], True
+    return batch, False
+
+
+async def _sse_payloads(body: Any, pool: BlockingPool) -> AsyncIterator[list[str]]:
+    """The SSE `data` payloads carried by an EventStream's PayloadParts, up to `[DONE]`: one
+    list per part (those decoded together, never empty)."""
     decoder = SSEDecoder()
     parts = cast(AsyncGenerator[Any, None], pool.iterate(body, close=_closer(body)))
     async with contextlib.aclosing(parts):
         async for item in parts:
             part = item.get("PayloadPart") if isinstance(item, dict) else None
-            for data in decoder.feed(bytes((part or {}).get("Bytes") or b"")):
-                if data.strip() == "[DONE]":
-                    return
-                yield data
-    for data in decoder.feed(b"", final=True):
-        if data.strip() == "[DONE]":
-            return
-        yield data
+            batch = decoder.feed(bytes((part or {}).get("Bytes") or b""))
+            if not batch:
+                continue
+            batch, done = _until_done(batch)
+            if batch:
+                yield batch
+            if done:
+                return
+    batch, done = _until_done(decoder.feed(b"", final=True))
+    if batch:
+        yield batch
 
 
 class SageMakerBackend(PooledBackend):
@@ -355,11 +369,17 @@ class SageMakerBackend(PooledBackend):
             resp = await self.pool.run(self._runtime.invoke_endpoint_with_response_stream, **kwargs)
         asm = ChunkAssembler(self.name)
         with _mapped(self.name, in_stream=True):
-            payloads = cast(AsyncGenerator[str, None], _sse_payloads(resp["Body"], self.pool))
+            payloads = cast(AsyncGenerator[list[str], None],
+                            _sse_payloads(resp["Body"], self.pool))
             async with contextlib.aclosing(payloads):
-                async for data in payloads:
-                    for event in asm.payload(data):
+                async for batch in payloads:
+                    # A part's payloads together, so each event says whether the next one is
+                    # already decoded (`ready_next`); an in-band error follows those before it.
+                    events, error = asm.payloads(batch)
+                    for event in events:
                         yield event
+                    if error is not None:
+                        raise error
         yield asm.final()
 
     async def probe(self) -> ProbeResult:

@@ -11,8 +11,9 @@ from aiohttp import ClientSession, web
 from botocore.eventstream import ChecksumMismatch
 
 from router.backends.base import Backend, BackendCall
-from router.backends.bedrock import BedrockBackend
+from router.backends.bedrock import BedrockBackend, _StreamState
 from router.backends.bedrock_converse import clean_schema, converse_request
+from router.backends.bedrock_errors import _Attempt
 from router.backends.configs import BedrockConfig, Timeouts
 from router.errors import (
     BackendAuthError,
@@ -656,3 +657,20 @@ async def test_a_mapping_bug_is_a_request_build_error(sim: SimServer, backend: B
     with pytest.raises(RequestBuildError):
         await collect(backend, call())
     assert state(sim).stats.requests == 0
+
+
+def test_tool_calls_flushed_together_at_message_stop_say_the_next_is_here() -> None:
+    """Tool calls left open at `messageStop` come out of one Converse event: each but the
+    last is marked `ready_next`; a tool call closed by its own `contentBlockStop` is not."""
+    s = _StreamState(_Attempt("b", estimate=10, window=100))
+    for i, name in enumerate(("get_weather", "get_time", "get_date")):
+        s.feed({"contentBlockStart": {"contentBlockIndex": i, "start": {
+            "toolUse": {"toolUseId": f"t{i}", "name": name}}}})
+        s.feed({"contentBlockDelta": {"contentBlockIndex": i,
+                                      "delta": {"toolUse": {"input": "{}"}}}})
+    (first,) = s.feed({"contentBlockStop": {"contentBlockIndex": 0}})
+    assert not first.ready_next
+    out = s.feed({"messageStop": {"stopReason": "tool_use"}})
+    assert [e.tool_calls[0].function.name for e in out if e.tool_calls] == [
+        "get_time", "get_date"]
+    assert [e.ready_next for e in out] == [True, False]

@@ -632,6 +632,18 @@ async def test_undecodable_payload_is_a_marker_and_the_stream_goes_on(
     assert events[-1].finish_reason == "stop"
 
 
+async def test_events_of_one_part_say_whether_the_next_is_already_here(
+    raw_server: tuple[SimServer, list[bytes]]
+) -> None:
+    srv, parts = raw_server
+    parts.extend([chunk({"content": "a"}) + chunk({"content": "b"}), chunk({"content": "c"}),
+                  chunk({"content": "d"}) + chunk({}, "stop") + b"data: [DONE]\n\n"])
+    events = await raw_stream(srv)
+    assert [(e.content, e.ready_next) for e in events] == [
+        ("a", True), ("b", False), ("c", False), ("d", False), (None, False)]
+    assert events[-1].finish_reason == "stop"
+
+
 @pytest.mark.parametrize("bad", [b"data: \xff\xfe\n\n",
                                  sse({"error": {"message": "boom", "code": 500}})])
 async def test_bad_payloads_are_stream_errors(
@@ -676,6 +688,23 @@ def test_assembler_rules() -> None:
         {"index": 0, "function": {"arguments": "{}"}}]}}]})
     with pytest.raises(BackendStreamError):  # a tool call without a name
         bad.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+
+
+def test_payloads_decoded_together_mark_ready_next_and_hold_an_error_back() -> None:
+    """`ready_next` on every event followed by a well-formed one of the same batch; the last,
+    one before a malformed payload and one before an in-band error carry none, and the error
+    comes after the events before it."""
+    def text(t: str) -> str:
+        return json.dumps({"choices": [{"index": 0, "delta": {"content": t}}]})
+
+    events, error = ChunkAssembler("sm").payloads([text("a"), text("b"), "{bad", text("c")])
+    assert [e.content for e in events] == ["a", "b", None, "c"]
+    assert [e.ready_next for e in events] == [True, False, True, False]
+    assert events[2].malformed and error is None
+    events, error = ChunkAssembler("sm").payloads(
+        [text("a"), '{"error": {"message": "boom"}}', text("never")])
+    assert [e.content for e in events] == ["a"] and not events[0].ready_next
+    assert isinstance(error, BackendStreamError)
 
 
 def test_build_body_omits_unset_fields() -> None:
