@@ -25,6 +25,8 @@ its slot released and its attempt audited as `hedge_lost`; a winning hedge's rea
 attempt in flight; a hedge is withdrawn from the hedged backend's retry budget (none when it is
 spent); a private request's next eligible candidate is local by the privacy re-check, so only
 local candidates are ever hedged for it. A hedge that fails leaves the other attempt running.
+The race itself (failover order, hedges, the fast path that runs an attempt no hedge can join
+in the calling task) is `hedge_race.py`; this module owns each attempt and its rules.
 
 Context overflow (`BackendContextExceeded`): never resent to the same model; candidates whose
 window is not larger than the refusing one's are skipped (an unknown window skips only that
@@ -46,44 +48,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 from router import tracing
 from router.backends.base import Backend, BackendCall
 from router.backends.ollama_cloud import is_cloud_tag
 from router.context import AttemptRecord, AttemptStatus, RequestContext
 from router.errors import (
-    BackendAuthError,
-    BackendContextExceeded,
     BackendError,
-    BackendModelMissing,
     BackendStreamError,
     BackendTimeout,
     CircuitOpened,
-    QueueTimeout,
 )
-from router.failures import final_error, not_an_outage
+from router.failures import not_an_outage
+from router.hedge_race import FAILOVER_ERRORS as FAILOVER_ERRORS
+from router.hedge_race import Race, Refused
 from router.local_admission import LocalAdmission
 from router.planner import Candidate, Plan
-from router.policy.schema import Policy
-from router.reasons import Reason
+from router.policy.schema import Policy, Route
 from router.resilience.circuit import BreakerBook
 from router.resilience.hedge import LatencyTracker, hedge_delay
 from router.resilience.retry import RetryBudget, call_with_retries
-from router.state.base import Lease, StateStore, slot_key
+from router.state.base import Lease, StateStore
 from router.stream_session import StreamSession as StreamSession
 from router.stream_session import aclose_quietly
 from router.types import ChatResult, StreamEvent
 
 log = logging.getLogger("router.executor")
 T = TypeVar("T")
-
-# Errors another backend may fix: fail over. Others (validation, content filter) go back as is.
-# A timeout (connect, headers, first event: silence) is never retried on the same backend.
-FAILOVER_ERRORS = (BackendAuthError, BackendModelMissing, BackendContextExceeded,
-                   BackendTimeout)
-
 
 @dataclass(slots=True)
 class Hooks:
@@ -95,25 +88,6 @@ class Hooks:
     on_chunk_skipped: Callable[[str], None] | None = None  # a malformed chunk skipped
     on_hedge: Callable[[str, str], None] | None = None  # (backend hedged, outcome: won|lost)
     on_continuation: Callable[[str, str], None] | None = None  # (backend, outcome)
-
-
-@dataclass(slots=True)
-class _Refused:
-    """What context refusals ruled out: the (backend, model) pairs and the largest window."""
-
-    models: set[tuple[str, str]] = field(default_factory=set)
-    window: int = 0
-
-
-@dataclass(slots=True)
-class _Running:
-    """One candidate in flight: its audit record, its slot grant, what it hedges (if it is a
-    hedge)."""
-
-    cand: Candidate
-    record: AttemptRecord
-    admitted: asyncio.Event
-    hedge_of: str | None = None
 
 
 def _kind(ctx: RequestContext) -> str:
@@ -144,6 +118,7 @@ class Executor:
         self.admission = LocalAdmission(store, clock)
         self.hedge_sleep = hedge_sleep  # the hedge timer (real time; tests inject one)
         self.latency = LatencyTracker(policy.hedge.window)  # first-event latencies
+        self._routes: tuple[list[Route], dict[str, Route]] | None = None  # by name, per policy
 
     # -- shared pieces -------------------------------------------------------------------
 
@@ -178,30 +153,29 @@ class Executor:
         self.admission.release(lease)  # sent in the background: nothing to wait for
 
     def _eligible(self, ctx: RequestContext, plan: Plan, errors: list[BackendError],
-                  refused: _Refused) -> Iterator[Candidate]:
-        """The plan's candidates that may be attempted now, lazily (each is checked when it is
-        reached, after the attempts before it ended or started)."""
-        for cand in plan.candidates:
+                  refused: Refused) -> Iterator[tuple[int, Candidate]]:
+        """The plan's candidates that may be attempted now, with their index in the plan,
+        lazily (each is checked when it is reached, after the attempts before it ended or
+        started)."""
+        for index, cand in enumerate(plan.candidates):
             if ctx.facts.privacy == "private" and not self._is_local(cand.backend,
                                                                     cand.model_id):
                 log.critical("blocked a private request from non-local backend %s, model %s "
                              "(req %s)", cand.backend, cand.model_id, ctx.request_id)
                 continue
-            if (cand.backend, cand.model_id) in refused.models:
-                continue  # a context refusal: never resent to the same model
-            if refused.window and cand.context_window and cand.context_window <= refused.window:
-                continue
+            if refused.rules_out(cand):
+                continue  # a context refusal: never resent to the same model, nor a smaller one
             if self._remaining(ctx) <= 0:
                 return
             if not self.breakers.try_pass(cand.backend):
                 errors.append(BackendError("circuit open", backend=cand.backend,
                                            code="circuit_open"))
                 continue
-            yield cand
+            yield index, cand
 
     async def _try(self, ctx: RequestContext, cand: Candidate,
                    attempt: Callable[[Candidate], Awaitable[T]], record: AttemptRecord,
-                   admitted: asyncio.Event, failover_from: str | None,
+                   admitted: asyncio.Event | None, failover_from: str | None,
                    ) -> tuple[T, Lease | None, float | None]:
         """One candidate (admission, retries), its slot released on every failure path."""
         lease: Lease | None = None
@@ -214,7 +188,8 @@ class Executor:
                 if cand.local:
                     lease = await self._admit(ctx, cand)
                     admitted_at = self.clock()
-                admitted.set()
+                if admitted is not None:
+                    admitted.set()
                 result = await self._with_retries(ctx, cand, attempt, record)
         except BackendError as exc:
             await self._release(lease)
@@ -236,12 +211,16 @@ class Executor:
         cfg = self.policy.hedge
         if not cfg.enabled:
             return None
-        route = next((r for r in self.policy.routes if r.name == plan.route), None)
+        routes = self._routes
+        if routes is None or routes[0] is not self.policy.routes:
+            routes = self._routes = (self.policy.routes,
+                                     {r.name: r for r in reversed(self.policy.routes)})
+        route = routes[1].get(plan.route)
         return hedge_delay(cfg, self.latency, cand.backend, _kind(ctx),
                            route_after_s=route.hedge_after_s if route else None,
                            cold=cand.cold)
 
-    async def _run_candidates(  # noqa: C901 - one race loop, its cases in order
+    async def _run_candidates(
         self,
         ctx: RequestContext,
         plan: Plan,
@@ -249,141 +228,8 @@ class Executor:
         keep_lease: bool,
         discard: Callable[[T], Awaitable[None]] | None = None,
     ) -> tuple[T, Candidate, Lease | None]:
-        errors: list[BackendError] = []
-        refused = _Refused()
-        eligible = self._eligible(ctx, plan, errors, refused)
-        running: dict[asyncio.Task[tuple[T, Lease | None, float | None]], _Running] = {}
-
-        def start(cand: Candidate, hedge_of: str | None = None) -> _Running:
-            if errors and hedge_of is None and self.hooks.on_failover:
-                self.hooks.on_failover(errors[-1].backend, errors[-1].code or "error")
-            claim = ctx.claim
-            if claim is not None and not (cand.local and claim.key == slot_key(cand.backend,
-                                                                              cand.model_id)):
-                self.admission.drop_claim(ctx)  # the first attempt is elsewhere
-            record = AttemptRecord(cand.backend, AttemptStatus.OK, hedge=hedge_of is not None)
-            ctx.attempts.append(record)
-            run = _Running(cand, record, asyncio.Event(), hedge_of)
-            task = asyncio.create_task(self._try(
-                ctx, cand, attempt, record, run.admitted,
-                hedge_of or (errors[-1].backend if errors else None)))
-            running[task] = run
-            return run
-
-        async def stop_all(reason: str) -> None:
-            for task in running:
-                task.cancel()
-            for task, run in list(running.items()):
-                try:
-                    value, lease, _ = await task
-                except BaseException:  # noqa: BLE001 - cancelled or failed: slot released
-                    pass
-                else:  # it finished before the cancel landed: give its stream and slot back
-                    if discard is not None:
-                        await discard(value)
-                    await self._release(lease)
-                    await self.breakers.record_success(run.cand.backend)
-                if reason and run.record.outcome in (AttemptStatus.OK, AttemptStatus.CANCELLED):
-                    run.record.outcome = reason
-            running.clear()
-
-        hedged = False  # a hedge was considered for the attempt in flight (one at most)
-        target: list[str] = []  # the backend a hedge was started on, if one was
-        try:
-            while True:
-                if not running:
-                    cand = next(eligible, None)
-                    if cand is None:
-                        break
-                    start(cand)
-                timer: asyncio.Task[None] | None = None
-                if len(running) == 1 and not hedged:
-                    (only,) = running.values()
-                    delay = self._hedge_after(ctx, plan, only.cand)
-                    if delay is not None and delay < self._remaining(ctx):
-                        timer = asyncio.create_task(self._hedge_timer(only.admitted, delay))
-                waiting: set[asyncio.Future[Any]] = set(running)
-                if timer is not None:
-                    waiting.add(timer)
-                try:
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if timer is not None and not timer.done():
-                        timer.cancel()
-                if timer is not None and timer in done and len(done) == 1:
-                    (only,) = running.values()
-                    hedged = True
-                    target[:] = self._start_hedge(ctx, only, eligible, start)
-                    continue
-                for task in [t for t in running if t in done]:
-                    run = running.pop(task)
-                    exc = task.exception()
-                    if exc is None:
-                        value, lease, admitted_at = task.result()
-                        await stop_all(AttemptStatus.HEDGE_LOST)
-                        if target and self.hooks.on_hedge:
-                            self.hooks.on_hedge(target[0],
-                                                "won" if run.hedge_of is not None else "lost")
-                        return await self._served(ctx, run, errors, value, lease,
-                                                  admitted_at, keep_lease)
-                    if not isinstance(exc, BackendError):
-                        raise exc
-                    errors.append(exc)
-                    if isinstance(exc, BackendContextExceeded):
-                        refused.models.add((run.cand.backend, run.cand.model_id))
-                        refused.window = run.cand.context_window or refused.window
-                    if not running and not (exc.retryable or isinstance(
-                            exc, FAILOVER_ERRORS + (QueueTimeout, CircuitOpened))):
-                        raise exc  # (beside an attempt still running, that one decides)
-                if not running:  # the next candidate may be hedged in its turn
-                    if target and self.hooks.on_hedge:
-                        self.hooks.on_hedge(target[0], "lost")
-                    hedged, target[:] = False, []
-        except BaseException:
-            await stop_all("")
-            raise
-        raise final_error(ctx, errors, plan, self._remaining(ctx))
-
-    async def _hedge_timer(self, admitted: asyncio.Event, delay: float) -> None:
-        await admitted.wait()  # a local slot wait is the queue bound's, not the hedge's
-        await self.hedge_sleep(delay)
-
-    def _start_hedge(self, ctx: RequestContext, primary: _Running,
-                     eligible: Iterator[Candidate],
-                     start: Callable[[Candidate, str | None], _Running]) -> list[str]:
-        """Start the next eligible candidate beside `primary` (a hedge counts against the
-        hedged backend's retry budget); returns [its backend], or [] when none started."""
-        if not self._budget(primary.cand.backend).withdraw():
-            return []  # the retry budget is spent: no hedge
-        cand = next(eligible, None)
-        if cand is None:
-            return []
-        log.info("hedging %s with %s (req %s): no first event yet", primary.cand.backend,
-                 cand.backend, ctx.request_id)
-        tracing.event("hedge", {"backend": cand.backend, "hedged": primary.cand.backend})
-        start(cand, primary.cand.backend)
-        return [cand.backend]
-
-    async def _served(self, ctx: RequestContext, run: _Running, errors: list[BackendError],
-                      value: T, lease: Lease | None,
-                      admitted_at: float | None, keep_lease: bool,
-                      ) -> tuple[T, Candidate, Lease | None]:
-        cand = run.cand
-        if admitted_at is not None:
-            ctx.admitted_at = admitted_at
-        if not keep_lease:
-            await self._release(lease)
-            lease = None
-        await self.breakers.record_success(cand.backend)
-        ctx.served_by = cand.backend
-        if run.hedge_of is not None:
-            ctx.reason = Reason.hedged(run.hedge_of)
-        elif any(a.failed and a.outcome != AttemptStatus.HEDGE_LOST for a in ctx.attempts) \
-                and errors:
-            ctx.reason = Reason.failover_after(str(errors[-1].code))
-        else:
-            ctx.reason = cand.reason
-        return value, cand, lease
+        """The race over the plan's candidates: failover and hedges (`hedge_race.py`)."""
+        return await Race(self, ctx, plan, attempt, keep_lease, discard).run()
 
     async def _with_retries(
         self,

@@ -94,6 +94,18 @@ async def call_with_retries(
 
     Raises the last error unchanged (reraise), so the caller sees the backend's own error.
     """
+    if budget is not None:
+        budget.deposit()
+    # Fast path: most calls succeed at once, and building tenacity's machinery costs more than
+    # the rest of the request's routing. Only a retryable failure enters the retry loop, which
+    # replays that first failure as its attempt 1, so the policy below sees every attempt.
+    try:
+        return await attempt()
+    except BackendError as exc:
+        if not is_retryable(exc) or config.attempts <= 1:
+            raise
+        first: BackendError | None = exc
+
     jitter = wait_exponential_jitter(multiplier=config.initial_s, max=config.max_s,
                                      jitter=config.jitter_s)
 
@@ -116,18 +128,6 @@ async def call_with_retries(
         exc = rs.outcome.exception() if rs.outcome else None
         if on_retry is not None and isinstance(exc, BackendError):
             on_retry(exc, rs.upcoming_sleep or 0.0)
-
-    if budget is not None:
-        budget.deposit()
-    # Fast path: most calls succeed at once, and building tenacity's machinery costs more than
-    # the rest of the request's routing. Only a retryable failure enters the retry loop, which
-    # replays that first failure as its attempt 1, so the policy below sees every attempt.
-    try:
-        return await attempt()
-    except BackendError as exc:
-        if not is_retryable(exc) or config.attempts <= 1:
-            raise
-        first: BackendError | None = exc
 
     async def replay() -> T:
         nonlocal first

@@ -138,9 +138,9 @@ async def test_one_timer_serves_every_read_and_re_arms_only_when_it_fires() -> N
         assert watch._handle is handle
     watch.deadline = loop.time() + 50.0  # fired early: re-armed at the deadline, no cut
     watch._check()
-    assert watch._handle is not None and watch._handle is not handle
-    assert not watch.fired
-    assert watch._handle.when() == watch.deadline
+    rearmed = watch._handle
+    assert isinstance(rearmed, asyncio.TimerHandle) and rearmed is not handle
+    assert not watch.fired and rearmed.when() == watch.deadline
     watch.disarm()
     watch._check()  # fired between reads: stops, cuts nothing
     assert watch._handle is None and not watch.fired
