@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--out", type=Path, default=RESULTS / "profile.json")
+    p.add_argument("--redis", metavar="URL", default=None,
+                   help="profile the router with its state on this Redis (a random key prefix)")
     args = p.parse_args(argv)
     install_signal_handlers()
     with contextlib.suppress(ImportError):
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             spy = py_spy()
             sim, sim_url = start_ollama_sim(logdir, parallel=64, token_delay_s=0.0)
-            router, url = start_router("router", overhead_policy(sim_url), logdir)
+            env = None if args.redis is None else {
+                "ROUTER_REDIS_URL": args.redis,
+                "ROUTER_REDIS_PREFIX": f"hr-profile-{secrets.token_hex(4)}:"}
+            router, url = start_router("router", overhead_policy(sim_url), logdir, env)
             sim.wait_ready()
             router.wait_ready()
             target = Target("router", url + "/v1/chat/completions", "gpt-oss-20b",
