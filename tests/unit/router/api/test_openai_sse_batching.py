@@ -4,42 +4,11 @@ order and byte for byte what they would be one by one; a break sends what was he
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from typing import Any
 
 from router.api.openai_routes import ChatRoutes
 from router.errors import BackendStreamError
-from router.route_meta import RouteMeta
-from router.types import StreamEvent, Usage
-
-
-class FakeOpened:
-    def __init__(self, events: list[StreamEvent], error: Exception | None = None) -> None:
-        self.events, self.error = events, error
-        self.served_model, self.include_usage = "m", False
-        self.meta = RouteMeta("req-1", backend="local")
-        self.closed = False
-
-    async def _gen(self) -> AsyncIterator[StreamEvent]:
-        for ev in self.events:
-            yield ev
-        if self.error is not None:
-            raise self.error
-
-    def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        return self._gen()
-
-    def client_stalled(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-def ev(content: str | None = None, ready: bool = False, **kw: Any) -> StreamEvent:
-    e = StreamEvent(content=content, **kw)
-    e.ready_next = ready
-    return e
+from router.types import Usage
+from tests.unit.router.api.stream_fakes import FakeOpened, ev
 
 
 async def body(opened: FakeOpened) -> list[bytes]:

@@ -6,7 +6,6 @@ break sends what was held, then the error, in one message."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,38 +19,8 @@ from router.api.responses_routes import ResponsesRoutes, _Turn
 from router.api.responses_wire import ParsedRequest
 from router.api.streaming import Burst
 from router.errors import BackendStreamError
-from router.route_meta import RouteMeta
-from router.types import ChatRequest, Message, StreamEvent, Usage
-
-
-class FakeOpened:
-    def __init__(self, events: list[StreamEvent], error: Exception | None = None) -> None:
-        self.events, self.error = events, error
-        self.served_model, self.include_usage, self.privacy = "m", False, "normal"
-        self.meta = RouteMeta("req-1", backend="local")
-        self.closed = False
-
-    async def _gen(self) -> AsyncIterator[StreamEvent]:
-        for ev in self.events:
-            yield ev
-        if self.error is not None:
-            raise self.error
-
-    def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        return self._gen()
-
-    def client_stalled(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-def ev(content: str | None = None, ready: bool = False, **kw: Any) -> StreamEvent:
-    e = StreamEvent(content=content, **kw)
-    e.ready_next = ready
-    return e
-
+from router.types import ChatRequest, Message, Usage
+from tests.unit.router.api.stream_fakes import FakeOpened, ev
 
 FINISH: dict[str, Any] = {"finish_reason": "stop", "usage": Usage(1, 3)}
 
