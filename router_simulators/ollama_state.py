@@ -283,8 +283,9 @@ class OllamaSim:
         self.stats.begin(tag)
         try:
             if f.kind == "status":
-                msg = BUSY if f.status == 503 else f"simulated error (status {f.status})"
-                raise Fail(f.status, msg, f.retry_after)
+                # A scripted status is an unhealthy upstream; Ollama's queue-full 503 (BUSY)
+                # comes from the real `max_queue` check only.
+                raise Fail(f.status, f"simulated error (status {f.status})", f.retry_after)
             if f.kind == "context_exceeded":
                 raise Fail(400, "input length exceeds the context length")
             if f.kind == "content_filter":

@@ -20,7 +20,9 @@ Errors map by exception type and HTTP status, with one exception: Ollama has no 
 a context-window refusal (requests set `truncate: false`, so a prompt over the loaded window is
 refused instead of cut) is recognised in the error string by `ollama_errors.context_refusal`
 (llama-server's JSON error type first, then a small documented text table) and raised as
-BackendContextExceeded, which the executor answers by moving to a larger window.
+BackendContextExceeded, which the executor answers by moving to a larger window; and the 503
+of a full queue (`OLLAMA_MAX_QUEUE`, `ollama_errors.is_busy`) is BackendRateLimited: load, which
+fails over but never counts toward the local breaker (any other 503 still does).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from router.backends.context_errors import window_note
 from router.backends.gpu import read_gpu_memory
 from router.backends.gpu import unavailable_reason as nvml_unavailable_reason
 from router.backends.ollama_cloud import cloud_status, is_cloud_tag, remote_host, remote_models
-from router.backends.ollama_errors import context_refusal
+from router.backends.ollama_errors import context_refusal, is_busy
 from router.backends.ollama_wire import build_payload, tool_calls
 from router.errors import (
     BackendAuthError,
@@ -158,7 +160,7 @@ class OllamaBackend:
             raise BackendContextExceeded(msg + window_note(refusal.window), backend=self.name)
         if status == 404:
             raise BackendModelMissing(msg, **kw)
-        if status == 429:
+        if status == 429 or is_busy(status, msg):
             raise BackendRateLimited(msg, **kw)
         if status in (401, 403):
             raise BackendAuthError(msg, **kw)

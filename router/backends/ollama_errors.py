@@ -12,6 +12,10 @@ Ollama has no error code field, so the recognition is:
    (llm/llama_server.go `statusErrorMessage`); its `error.type` `exceed_context_size_error`
    is the signal and `error.n_ctx` the window;
 2. the text table `CONTEXT_PATTERNS` below, for the releases and runners that send words only.
+
+Also its queue-full refusal (`BUSY_PATTERNS`, `is_busy`): a 503 that says the server's own
+queue is full is load, not ill health, so `ollama.py` maps it to `BackendRateLimited` (which
+never counts toward a local backend's breaker) instead of `BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -52,6 +56,20 @@ CONTEXT_PATTERNS: tuple[ContextPattern, ...] = (
                               r"(?: \((?P<window>\d+) tokens\))?", re.I),
                    "mlx runner: prompt over the model's context length"),
 )
+
+
+BUSY_PATTERNS: tuple[re.Pattern[str], ...] = (
+    # server/sched.go `ErrMaxQueue` ("server busy, please try again.  maximum pending requests
+    # exceeded"): more than OLLAMA_MAX_QUEUE requests pending; server/routes.go answers it 503.
+    re.compile(r"maximum pending requests exceeded", re.I),
+    # The same error's first words, for a body cut short (the raw-text fallback keeps 200 bytes).
+    re.compile(r"server busy, please try again", re.I),
+)
+
+
+def is_busy(status: int, text: str) -> bool:
+    """Ollama's 503 for a full request queue (OLLAMA_MAX_QUEUE), by its text."""
+    return status == 503 and any(p.search(text) for p in BUSY_PATTERNS)
 
 
 def _llama_server_error(text: str) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from router.backends import ollama as ollama_mod
 from router.backends.base import Backend, BackendCall
 from router.backends.configs import OllamaConfig
 from router.backends.ollama import OllamaBackend, _retry_after
+from router.backends.ollama_errors import BUSY_PATTERNS, is_busy
 from router.errors import (
     BackendContextExceeded,
     BackendModelMissing,
@@ -26,6 +27,7 @@ from router.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
+from router.resilience.circuit import counts_as_failure
 from router.types import ChatRequest, StreamEvent
 from router_simulators.ollama import BUSY, SIM_KEY, OllamaSim, OllamaSimConfig, create_app
 from router_simulators.script import Fault, build_script
@@ -220,13 +222,16 @@ async def test_missing_model_is_404(backend: OllamaBackend) -> None:
         await collect(backend, call(model_id="nope:1b"))
 
 
-async def test_queue_full_is_retryable_unavailable(backend: OllamaBackend, sim: OllamaSim
-                                                   ) -> None:
+async def test_queue_full_is_retryable_rate_limited(backend: OllamaBackend, sim: OllamaSim
+                                                    ) -> None:
+    """Ollama's own queue full (503 "server busy") is load: rate limited, which fails over but
+    never counts toward the local breaker; a scripted 503 stays unavailable (below)."""
     sim.cfg.max_queue = 0  # the real queue check, not a scripted fault
-    with pytest.raises(BackendUnavailable) as ei:
+    with pytest.raises(BackendRateLimited) as ei:
         await backend.chat(call())
     assert ei.value.retryable and ei.value.backend == "local" and BUSY in ei.value.message
-    with pytest.raises(BackendUnavailable):
+    assert not counts_as_failure(ei.value, local=True)
+    with pytest.raises(BackendRateLimited):
         await collect(backend, call())
 
 
@@ -655,3 +660,24 @@ def test_events_of_one_read_say_whether_the_next_is_already_here() -> None:
         [line("a"), line("", done=True, done_reason="stop"), line("after")], False)
     assert [e.ready_next for e in batch] == [True, False] and done and error is None
     assert batch[-1].finish_reason == "stop"
+
+
+# One example per BUSY_PATTERNS entry (server/sched.go ErrMaxQueue, whole and cut short).
+BUSY_EXAMPLES = (
+    "ollama 503: server busy, please try again.  maximum pending requests exceeded",
+    "ollama 503: server busy, please try again.",
+)
+
+
+@pytest.mark.parametrize("pattern,text", list(zip(BUSY_PATTERNS, BUSY_EXAMPLES, strict=True)))
+def test_each_busy_pattern_matches_its_example(pattern: re.Pattern[str], text: str) -> None:
+    assert pattern.search(text) and is_busy(503, text)
+
+
+@pytest.mark.parametrize("status,text", [
+    (503, "ollama 503: Service Unavailable"),  # a plain 503: ill health, still unavailable
+    (500, BUSY_EXAMPLES[0]),  # the words on another status are not the queue
+    (503, "ollama 503: model is loading"),
+])
+def test_not_busy(status: int, text: str) -> None:
+    assert not is_busy(status, text)
