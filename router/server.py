@@ -13,7 +13,7 @@ the hard limit. The protocol also gives each request scope the `router.connectio
 (`abort`), which a stalled streaming response uses to drop its connection. Body and send
 timeouts live in `api/guards.py` and `api/streaming.py`.
 
-Writes are corked (`CorkedTransport`): what uvicorn writes for a response in one run of the
+Writes are corked (`CorkedTransport`, `corked.py`): what uvicorn writes for a response in one run of the
 event loop (the status line and headers, then the body; a burst of SSE events that were ready
 together) leaves in one socket write, flushed by a `call_soon` callback as soon as the
 writing task yields. Nothing waits for more data: the flush runs in the same loop iteration.
@@ -40,10 +40,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
 
 import orjson
 import uvicorn
@@ -51,13 +50,13 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from router.api.streaming import CONNECTION_EXTENSION
+from router.corked import CorkedTransport
 from router.metrics import SlowClient
 from router.service import RouterService
 from router.settings import RouterSettings
 
 log = logging.getLogger("router.server")
 
-CORK_MAX_BYTES = 64 * 1024  # corked bytes flushed at once, without waiting for the loop
 FD_RESERVE = 128  # descriptors kept for upstream connections, the audit log, Redis, ...
 WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "aiohttp.client", "s3transfer")
 
@@ -74,76 +73,6 @@ def _json_error(status: bytes, code: str, message: str) -> bytes:
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
             + body)
-
-
-class CorkedTransport:
-    """A transport whose writes within one run of the loop go out as one `write`.
-
-    `write` appends to a buffer and, on the first append, schedules `flush` with `call_soon`
-    (a buffer of `CORK_MAX_BYTES` or more is flushed at once, so a large burst meets the real
-    transport's flow control as before);
-    `close`, `write_eof` and `set_protocol` flush first (nothing is lost or reordered), `abort`
-    drops the buffer with the connection. `get_write_buffer_size` counts the buffer, so flow
-    control sees it. Everything else is the real transport's.
-    """
-
-    __slots__ = ("_buf", "_loop", "_scheduled", "_size", "transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self.transport = transport
-        self._loop = loop
-        self._buf: list[bytes] = []
-        self._size = 0
-        self._scheduled = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        self._buf.append(bytes(data))
-        self._size += len(data)
-        if self._size >= CORK_MAX_BYTES:
-            self.flush()  # a large burst goes now: the real transport's flow control sees it
-        elif not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        buf = self._buf
-        if not buf:
-            return
-        data = buf[0] if len(buf) == 1 else b"".join(buf)
-        buf.clear()
-        self._size = 0
-        if not self.transport.is_closing():
-            self.transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def write_eof(self) -> None:
-        self.flush()
-        self.transport.write_eof()
-
-    def abort(self) -> None:
-        self._buf.clear()
-        self._size = 0
-        self.transport.abort()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.flush()
-        self.transport.set_protocol(protocol)
-
-    def get_write_buffer_size(self) -> int:
-        return self.transport.get_write_buffer_size() + self._size
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
 
 
 class GuardedHttpTools(HttpToolsProtocol):

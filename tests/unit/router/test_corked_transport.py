@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from router.server import CorkedTransport
+from router.corked import CorkedTransport
 
 
 class FakeTransport:
@@ -80,7 +80,7 @@ async def test_other_calls_reach_the_real_transport() -> None:
 
 
 async def test_a_large_burst_is_written_at_once() -> None:
-    from router.server import CORK_MAX_BYTES
+    from router.corked import CORK_MAX_BYTES
 
     t, real = corked()
     t.write(b"h")
