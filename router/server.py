@@ -13,10 +13,10 @@ the hard limit. The protocol also gives each request scope the `router.connectio
 (`abort`), which a stalled streaming response uses to drop its connection. Body and send
 timeouts live in `api/guards.py` and `api/streaming.py`.
 
-Writes are corked (`CorkedTransport`, `corked.py`): what uvicorn writes for a response in one run of the
-event loop (the status line and headers, then the body; a burst of SSE events that were ready
-together) leaves in one socket write, flushed by a `call_soon` callback as soon as the
-writing task yields. Nothing waits for more data: the flush runs in the same loop iteration.
+Writes are corked (`CorkedTransport`, `corked.py`): what uvicorn writes for a response in one
+run of the event loop (the status line and headers, then the body; a burst of SSE events that
+were ready together) leaves in one socket write, flushed by a `call_soon` callback as soon as
+the writing task yields. Nothing waits for more data: the flush runs in the same loop iteration.
 
 Several workers (`workers` > 1, `hybrid-router serve --workers N`): `run_workers` binds the
 port once and starts N spawned worker processes that each build their own app and serve the
